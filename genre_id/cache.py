@@ -1,0 +1,85 @@
+"""On-disk cache of per-file features.
+
+An entry is keyed by the file's content (SHA-256 of its bytes), the feature
+set's name and version, and the window length, so a renamed file is still a
+hit and an edited file or a new feature version is a miss.  Entries are
+written to a temporary file and renamed into place (atomic on POSIX, safe
+with several processes writing at once), and checked when read: a corrupt
+or mismatched entry is ignored and recomputed, never trusted.  Entries are
+``.npz`` files read with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["FeatureCache", "file_digest"]
+
+
+def file_digest(path: str | os.PathLike[str], *, chunk_bytes: int = 1 << 20) -> str:
+    """SHA-256 of the file's bytes, as hex."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(chunk_bytes):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class FeatureCache:
+    """Feature matrices of files, stored under ``root``.
+
+    Parameters
+    ----------
+    root
+        Folder of the cache (created when first written).
+    namespace
+        What the entries depend on besides the file's content, such as
+        ``"gtzan57-v1-w30"``; entries of other namespaces are never read.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, namespace: str) -> None:
+        self.root = Path(root)
+        self.namespace = namespace
+
+    def _path(self, digest: str) -> Path:
+        return self.root / self.namespace / digest[:2] / f"{digest}.npz"
+
+    def get(self, digest: str) -> dict[str, np.ndarray] | None:
+        """The stored arrays for ``digest``, or None when absent or not trustworthy."""
+        path = self._path(digest)
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                entry = {k: npz[k] for k in npz.files}
+        except FileNotFoundError:
+            return None
+        except Exception:
+            return None  # corrupt: recompute
+        if str(entry.get("key", "")) != f"{self.namespace}/{digest}":
+            return None
+        values = entry.get("values")
+        if values is None or values.ndim != 2 or not np.isfinite(values).all():
+            return None
+        return entry
+
+    def put(self, digest: str, **arrays: np.ndarray) -> None:
+        """Store ``arrays`` for ``digest`` atomically (temporary file, then rename)."""
+        path = self._path(digest)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, key=np.asarray(f"{self.namespace}/{digest}"), **arrays)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise

@@ -1,0 +1,230 @@
+"""From audio to a feature matrix: one row per analysis window.
+
+Audio is cut into windows as long as the model's training clips
+(:func:`genre_id.audio.window_spans`); each window gets one feature vector.
+Windows whose level is below :data:`SILENCE_RMS` are marked silent and get no
+features: there is no genre to name in silence.
+
+:func:`extract_files` runs over many files on all cores, with a progress bar
+and an optional on-disk cache; a file that cannot be read is reported in the
+result and the others go on.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from . import audio
+from .cache import FeatureCache, file_digest
+from .errors import AudioTooShortError, GenreIdError
+from .features import FeatureSet, Features, get_feature_set
+
+__all__ = [
+    "SILENCE_RMS",
+    "WindowFeatures",
+    "FileFailure",
+    "extract_windows",
+    "extract_file",
+    "extract_samples",
+    "extract_files",
+]
+
+#: Windows whose RMS level is below this (about -80 dBFS) are silent.
+SILENCE_RMS = 1e-4
+
+
+@dataclass(frozen=True)
+class WindowFeatures:
+    """Features of one recording, one row per window.
+
+    ``starts`` and ``ends`` are in seconds; rows of ``silent`` windows are
+    zeros and must not be classified.
+    """
+
+    starts: np.ndarray
+    ends: np.ndarray
+    values: np.ndarray
+    silent: np.ndarray
+    feature_set: str
+    version: int
+
+    @property
+    def duration(self) -> float:
+        """Seconds of audio analysed."""
+        return float(self.ends.max()) if self.ends.size else 0.0
+
+    def features(self) -> Features:
+        """The rows of the non-silent windows, tagged with their feature set."""
+        return Features(values=self.values[~self.silent], feature_set=self.feature_set, version=self.version)
+
+
+@dataclass(frozen=True)
+class FileFailure:
+    """A file that could not be used, and why (one line naming it)."""
+
+    path: str
+    message: str
+
+
+def extract_windows(
+    windows: Iterable[tuple[float, np.ndarray]], *, feature_set: FeatureSet
+) -> WindowFeatures:
+    """Features of ``(start_seconds, samples)`` windows already at the feature set's rate."""
+    sr = feature_set.sample_rate
+    starts, ends, rows, silent = [], [], [], []
+    for start, samples in windows:
+        starts.append(start)
+        ends.append(start + len(samples) / sr)
+        quiet = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) < SILENCE_RMS
+        silent.append(quiet)
+        rows.append(np.zeros(feature_set.n_features) if quiet else feature_set.extract(samples).values)
+    return WindowFeatures(
+        starts=np.asarray(starts, dtype=np.float64),
+        ends=np.asarray(ends, dtype=np.float64),
+        values=np.vstack(rows).astype(np.float64) if rows else np.zeros((0, feature_set.n_features)),
+        silent=np.asarray(silent, dtype=bool),
+        feature_set=feature_set.name,
+        version=feature_set.version,
+    )
+
+
+def _sample_windows(
+    samples: np.ndarray, *, window: int, min_samples: int, name: str, sr: int
+) -> Iterator[tuple[float, np.ndarray]]:
+    if samples.size < min_samples:
+        raise AudioTooShortError(
+            f"{name}: audio is {samples.size / sr:.2f} s long; at least {min_samples / sr:g} s is needed"
+        )
+    for start, end in audio.window_spans(samples.size, window):
+        yield start / sr, samples[start:end]
+
+
+def extract_samples(
+    samples: np.ndarray,
+    *,
+    sample_rate: int,
+    feature_set: str | FeatureSet = "gtzan57",
+    window_seconds: float = 30.0,
+    min_seconds: float = 3.0,
+    name: str = "audio",
+) -> WindowFeatures:
+    """Window features of in-memory ``samples`` (shape ``(n,)`` or ``(n, channels)``) at ``sample_rate`` Hz."""
+    fs = feature_set if isinstance(feature_set, FeatureSet) else get_feature_set(feature_set)
+    if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
+        raise GenreIdError(f"{name}: sample_rate must be a positive whole number of Hz, not {sample_rate!r}")
+    mono = audio.check_samples(audio.to_mono(samples), name=name)
+    mono = audio.resample(mono, orig_sr=int(sample_rate), target_sr=fs.sample_rate)
+    windows = _sample_windows(
+        mono,
+        window=int(round(window_seconds * fs.sample_rate)),
+        min_samples=int(round(min_seconds * fs.sample_rate)),
+        name=name,
+        sr=fs.sample_rate,
+    )
+    return extract_windows(windows, feature_set=fs)
+
+
+def _namespace(fs: FeatureSet, window_seconds: float, min_seconds: float) -> str:
+    return f"{fs.name}-v{fs.version}-w{window_seconds:g}-m{min_seconds:g}"
+
+
+def extract_file(
+    path: str | os.PathLike[str],
+    *,
+    feature_set: str | FeatureSet = "gtzan57",
+    window_seconds: float = 30.0,
+    min_seconds: float = 3.0,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> WindowFeatures:
+    """Window features of the audio file ``path``, decoded block by block.
+
+    With ``cache_dir``, results are cached by the file's content; a cached
+    entry is checked before use and recomputed if it is not sound.
+    """
+    fs = feature_set if isinstance(feature_set, FeatureSet) else get_feature_set(feature_set)
+    cache = digest = None
+    if cache_dir is not None:
+        cache = FeatureCache(cache_dir, namespace=_namespace(fs, window_seconds, min_seconds))
+        try:
+            digest = file_digest(path)
+        except OSError:
+            digest = None  # let the decoder name the problem
+        entry = cache.get(digest) if digest else None
+        if entry is not None and entry["values"].shape[1] == fs.n_features:
+            return WindowFeatures(
+                starts=entry["starts"], ends=entry["ends"], values=entry["values"], silent=entry["silent"],
+                feature_set=fs.name, version=fs.version,
+            )
+    windows = audio.iter_windows(
+        path, sample_rate=fs.sample_rate, window_seconds=window_seconds, min_seconds=min_seconds
+    )
+    result = extract_windows(windows, feature_set=fs)
+    if cache is not None and digest:
+        cache.put(digest, starts=result.starts, ends=result.ends, values=result.values, silent=result.silent)
+    return result
+
+
+def _worker_init() -> None:
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        pass
+
+
+def _extract_one(path: str, kwargs: dict) -> WindowFeatures | FileFailure:
+    try:
+        return extract_file(path, **kwargs)
+    except GenreIdError as exc:
+        return FileFailure(path, str(exc))
+    except Exception as exc:  # a bug or an odd file: report it, keep the batch going
+        return FileFailure(path, f"{path}: unexpected error ({type(exc).__name__}: {exc})")
+
+
+def extract_files(
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    feature_set: str | FeatureSet = "gtzan57",
+    window_seconds: float = 30.0,
+    min_seconds: float = 3.0,
+    cache_dir: str | os.PathLike[str] | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+    description: str = "extracting features",
+) -> list[WindowFeatures | FileFailure]:
+    """Window features of many files, in order, using ``workers`` processes (default: all cores).
+
+    A file that fails becomes a :class:`FileFailure` in its place; the rest go on.
+    """
+    fs = feature_set if isinstance(feature_set, FeatureSet) else get_feature_set(feature_set)
+    kwargs = dict(feature_set=fs.name, window_seconds=window_seconds, min_seconds=min_seconds,
+                  cache_dir=None if cache_dir is None else str(cache_dir))
+    items = [str(Path(p)) for p in paths]
+    workers = max(1, min(workers or os.cpu_count() or 1, len(items) or 1))
+    results: list[WindowFeatures | FileFailure | None] = [None] * len(items)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(items), desc=description, unit="file", disable=not progress, leave=False)
+    try:
+        if workers == 1:
+            for i, p in enumerate(items):
+                results[i] = _extract_one(p, kwargs)
+                bar.update()
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
+                futures = {pool.submit(_extract_one, p, kwargs): i for i, p in enumerate(items)}
+                for fut in as_completed(futures):
+                    results[futures[fut]] = fut.result()
+                    bar.update()
+    finally:
+        bar.close()
+    return [r for r in results if r is not None]

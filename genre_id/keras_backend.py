@@ -1,0 +1,134 @@
+"""Everything that needs Keras: building, training, exporting and safely loading the network.
+
+This is the only module that imports Keras (and so TensorFlow); prediction
+with the default numpy backend never imports it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import ModelError
+
+__all__ = ["import_keras", "build_network", "fit_network", "export_layers", "load_keras_model"]
+
+
+def import_keras() -> Any:
+    """Import Keras quietly (TensorFlow's start-up chatter is silenced)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # quiet, and the same numbers on every CPU
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import absl.logging  # noqa: F401  (a dependency of tensorflow)
+
+    absl.logging.set_verbosity(absl.logging.ERROR)
+    import keras
+
+    return keras
+
+
+def build_network(
+    x_train: np.ndarray,
+    *,
+    n_classes: int,
+    hidden: Sequence[int] = (256, 128),
+    dropout: float = 0.3,
+    l2: float = 1e-4,
+    learning_rate: float = 1e-3,
+    seed: int = 0,
+) -> Any:
+    """A compiled Keras model: Normalization (adapted on ``x_train``), dense + dropout layers, softmax."""
+    keras = import_keras()
+    keras.utils.set_random_seed(seed)
+    norm = keras.layers.Normalization(name="normalization")
+    norm.adapt(np.asarray(x_train, dtype=np.float32))
+    layers: list[Any] = [keras.Input(shape=(x_train.shape[1],), name="features"), norm]
+    for i, units in enumerate(hidden):
+        layers.append(
+            keras.layers.Dense(
+                units, activation="relu", kernel_regularizer=keras.regularizers.L2(l2), name=f"dense_{i}"
+            )
+        )
+        layers.append(keras.layers.Dropout(dropout, seed=seed + i, name=f"dropout_{i}"))
+    layers.append(keras.layers.Dense(n_classes, activation="softmax", name="genre"))
+    model = keras.Sequential(layers, name="genre_id")
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def fit_network(
+    model: Any,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    *,
+    max_epochs: int = 400,
+    patience: int = 30,
+    batch_size: int = 32,
+    verbose: int = 0,
+) -> dict:
+    """Train until validation loss stops improving for ``patience`` epochs; keep the best weights.
+
+    Returns the history (per-epoch metrics) and the best epoch.
+    """
+    keras = import_keras()
+    stop = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=patience, restore_best_weights=True, start_from_epoch=5
+    )
+    history = model.fit(
+        np.asarray(x_train, dtype=np.float32),
+        np.asarray(y_train),
+        validation_data=(np.asarray(x_val, dtype=np.float32), np.asarray(y_val)),
+        epochs=max_epochs,
+        batch_size=batch_size,
+        callbacks=[stop],
+        verbose=verbose,
+        shuffle=True,
+    )
+    hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    best = int(np.argmin(hist["val_loss"]))
+    return {"history": hist, "best_epoch": best + 1, "epochs_run": len(hist["val_loss"])}
+
+
+def export_layers(model: Any) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """The numpy form of ``model``: layer descriptions and their arrays (dropout omitted)."""
+    keras = import_keras()
+    layers: list[dict] = []
+    arrays: dict[str, np.ndarray] = {}
+    for layer in model.layers:
+        i = len(layers)
+        if isinstance(layer, keras.layers.Normalization):
+            layers.append({"type": "normalization"})
+            arrays[f"{i}.mean"] = keras.ops.convert_to_numpy(layer.mean).reshape(-1)
+            arrays[f"{i}.variance"] = keras.ops.convert_to_numpy(layer.variance).reshape(-1)
+        elif isinstance(layer, keras.layers.Dense):
+            act = keras.activations.serialize(layer.activation)
+            act = act if isinstance(act, str) else act.get("config", {}).get("name", str(act))
+            layers.append({"type": "dense", "units": int(layer.units), "activation": act})
+            kernel, bias = layer.get_weights()
+            arrays[f"{i}.kernel"], arrays[f"{i}.bias"] = kernel, bias
+        elif isinstance(layer, keras.layers.Dropout):
+            continue
+        else:
+            raise ModelError(f"cannot export layer {layer.name!r} of type {type(layer).__name__}")
+    return layers, {k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()}
+
+
+def load_keras_model(path: Path) -> Any:
+    """Load a ``.keras`` file in safe mode: a file that carries code (a Lambda layer) is refused."""
+    if not path.exists():
+        raise ModelError(f"{path.parent}: model folder is incomplete ({path.name} is missing)")
+    keras = import_keras()
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{path}: refused to load the Keras model ({first})") from None

@@ -1,0 +1,179 @@
+"""The public face of genre-id: load a model once, identify many clips.
+
+>>> from genre_id import Recognizer
+>>> rec = Recognizer.load()                      # the shipped default model
+>>> p = rec.identify("song.mp3")                 # or rec.identify(samples, sample_rate=44100)
+>>> p.genre, p.confidence, p.top, p.segments     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import NamedTuple, Union
+
+import numpy as np
+
+from .errors import GenreIdError, SilentAudioError
+from .extraction import WindowFeatures, extract_file, extract_samples
+from .features import FeatureSet, Features, get_feature_set
+from .model import ModelBundle, load_bundle
+
+__all__ = ["Recognizer", "Prediction", "Segment", "GenreScore"]
+
+AudioSource = Union[str, "os.PathLike[str]", np.ndarray]
+
+
+class GenreScore(NamedTuple):
+    """A genre and its probability."""
+
+    genre: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One analysis window of the audio: its time span (seconds) and its genre.
+
+    ``genre`` is None and ``confidence`` 0 for a silent window.
+    """
+
+    start: float
+    end: float
+    genre: str | None
+    confidence: float
+
+    def to_dict(self) -> dict:
+        return {"start": round(self.start, 3), "end": round(self.end, 3), "genre": self.genre,
+                "confidence": round(self.confidence, 4)}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The answer for one clip.
+
+    ``probabilities`` holds every genre; ``top`` the best ones, best first;
+    ``segments`` every window in time order (a timeline for long audio).
+    The clip's probabilities are the mean over its non-silent windows.
+    """
+
+    genre: str
+    confidence: float
+    top: list[GenreScore]
+    probabilities: dict[str, float]
+    segments: list[Segment]
+    duration: float
+
+    def to_dict(self) -> dict:
+        """A JSON-ready form."""
+        return {
+            "genre": self.genre,
+            "confidence": round(self.confidence, 4),
+            "top": [{"genre": g, "probability": round(p, 4)} for g, p in self.top],
+            "probabilities": {g: round(p, 4) for g, p in self.probabilities.items()},
+            "segments": [s.to_dict() for s in self.segments],
+            "duration": round(self.duration, 3),
+        }
+
+
+class Recognizer:
+    """A loaded genre model, ready to classify audio.
+
+    Load it once with :meth:`load` and call :meth:`identify` on as many clips
+    as you like; nothing is set up again between calls.
+    """
+
+    def __init__(self, bundle: ModelBundle, *, top: int = 3) -> None:
+        self.bundle = bundle
+        self.feature_set: FeatureSet = get_feature_set(bundle.feature_set)
+        self.top = top
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str] | None = None, *, backend: str = "numpy", top: int = 3) -> "Recognizer":
+        """Load a model folder (default: the shipped model).
+
+        ``backend="numpy"`` (default) never imports TensorFlow; ``"keras"``
+        evaluates the saved Keras model (loaded in safe mode).
+        """
+        return cls(load_bundle(path, backend=backend), top=top)
+
+    @property
+    def labels(self) -> list[str]:
+        """The genres this model names."""
+        return self.bundle.labels
+
+    @property
+    def model_info(self) -> dict:
+        """The model's name and version."""
+        return {"name": self.bundle.name, "version": self.bundle.version}
+
+    def features(self, source: AudioSource, *, sample_rate: int | None = None, name: str | None = None) -> WindowFeatures:
+        """The model's features for ``source``, one row per window."""
+        kw = dict(feature_set=self.feature_set, window_seconds=self.bundle.window_seconds,
+                  min_seconds=self.bundle.min_seconds)
+        if isinstance(source, np.ndarray):
+            if sample_rate is None:
+                raise GenreIdError("identify(samples) needs sample_rate= (Hz)")
+            return extract_samples(source, sample_rate=sample_rate, name=name or "audio", **kw)
+        return extract_file(source, **kw)
+
+    def identify(self, source: AudioSource, *, sample_rate: int | None = None, top: int | None = None) -> Prediction:
+        """Name the genre of an audio file or of samples.
+
+        Parameters
+        ----------
+        source
+            A path to an audio file, or samples of shape ``(n,)`` or
+            ``(n, channels)``.
+        sample_rate
+            The samples' rate in Hz (only with samples).
+        top
+            How many genres :attr:`Prediction.top` lists (default 3).
+
+        Raises
+        ------
+        GenreIdError
+            The audio cannot be read, is too short, or is silent.
+        """
+        name = str(source) if not isinstance(source, np.ndarray) else "audio"
+        return self.classify(self.features(source, sample_rate=sample_rate, name=name), top=top, name=name)
+
+    def classify(self, windows: WindowFeatures | Features, *, top: int | None = None, name: str = "audio") -> Prediction:
+        """Name the genre from features already computed (refused if of another feature set or version)."""
+        if isinstance(windows, Features):
+            windows.check(self.bundle.feature_set)
+            values = np.atleast_2d(windows.values)
+            n = len(values)
+            w = self.bundle.window_seconds
+            windows = WindowFeatures(
+                starts=np.arange(n) * w, ends=np.arange(1, n + 1) * w, values=values,
+                silent=np.zeros(n, dtype=bool), feature_set=windows.feature_set, version=windows.version,
+            )
+        windows.features().check(self.bundle.feature_set)
+        if windows.silent.all():
+            raise SilentAudioError(f"{name}: audio is silent; there is no genre to name")
+        proba = self.bundle.predict_proba(windows.values[~windows.silent])
+        return self._prediction(windows, proba, top=self.top if top is None else top)
+
+    def _prediction(self, windows: WindowFeatures, proba: np.ndarray, *, top: int) -> Prediction:
+        labels = self.labels
+        mean = proba.mean(axis=0)
+        order = np.argsort(-mean)
+        segments: list[Segment] = []
+        rows = iter(proba)
+        for start, end, quiet in zip(windows.starts, windows.ends, windows.silent):
+            if quiet:
+                segments.append(Segment(float(start), float(end), None, 0.0))
+            else:
+                p = next(rows)
+                k = int(p.argmax())
+                segments.append(Segment(float(start), float(end), labels[k], float(p[k])))
+        best = int(order[0])
+        return Prediction(
+            genre=labels[best],
+            confidence=float(mean[best]),
+            top=[GenreScore(labels[int(i)], float(mean[i])) for i in order[: max(1, top)]],
+            probabilities={labels[i]: float(mean[i]) for i in range(len(labels))},
+            segments=segments,
+            duration=windows.duration,
+        )

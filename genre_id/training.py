@@ -1,0 +1,133 @@
+"""Fitting a genre model: track-level validation split, early stopping, metadata.
+
+``fit`` follows scikit-learn's separation of concerns: it takes a
+:class:`~genre_id.dataset.Dataset` and returns a
+:class:`~genre_id.model.ModelBundle`; saving is :func:`genre_id.model.save_bundle`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+from dataclasses import asdict, dataclass, field
+from importlib import metadata as _md
+
+import numpy as np
+
+from .dataset import Dataset
+from .errors import DatasetError
+from .model import MODEL_FORMAT, MODEL_FORMAT_VERSION, ModelBundle, network_from_layers
+
+__all__ = ["TrainConfig", "track_split", "fit", "library_versions"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of the network and its training."""
+
+    hidden: tuple[int, ...] = (256, 128)
+    dropout: float = 0.3
+    l2: float = 1e-4
+    learning_rate: float = 1e-3
+    batch_size: int = 32
+    max_epochs: int = 400
+    patience: int = 30  #: epochs without a better validation loss before stopping
+    val_fraction: float = 0.15  #: share of tracks held out for early stopping
+    seed: int = 0
+
+
+def track_split(y: np.ndarray, groups: np.ndarray, *, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of a training and a validation part, stratified by genre, grouped by track."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    n_splits = max(2, int(round(1.0 / val_fraction)))
+    n_tracks = len(set(groups.tolist()))
+    if n_tracks < n_splits:
+        raise DatasetError(f"too few tracks ({n_tracks}) to hold out {val_fraction:.0%} for validation")
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    train_idx, val_idx = next(splitter.split(np.zeros(len(y)), y, groups))
+    return train_idx, val_idx
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and the libraries that decide a model's numbers."""
+    out = {"python": platform.python_version()}
+    for pkg in ("genre-id", "numpy", "librosa", "soundfile", "soxr", "scikit-learn", "keras", "tensorflow-cpu", "tensorflow"):
+        try:
+            out[pkg] = _md.version(pkg)
+        except _md.PackageNotFoundError:
+            pass
+    return out
+
+
+def _accuracy(bundle_proba: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(bundle_proba.argmax(axis=1) == y)) if len(y) else float("nan")
+
+
+def fit(
+    data: Dataset,
+    *,
+    config: TrainConfig = TrainConfig(),
+    name: str = "model",
+    version: str = "1",
+    window_seconds: float = 30.0,
+    min_seconds: float = 3.0,
+    command: str = "",
+    verbose: int = 0,
+    extra_metadata: dict | None = None,
+) -> ModelBundle:
+    """Train a genre network on ``data`` and return it with complete metadata.
+
+    A stratified, track-level share of the data (``config.val_fraction``) is
+    held out; training stops when its loss has not improved for
+    ``config.patience`` epochs and the best weights are kept.  The reported
+    validation accuracy is on those held-out tracks.
+    """
+    from .keras_backend import build_network, export_layers, fit_network
+
+    labels = data.labels
+    if len(labels) < 2:
+        raise DatasetError(f"{data.source}: needs at least two genres, found {len(labels)}")
+    y = data.encoded(labels)
+    train_idx, val_idx = track_split(data.y, data.groups, val_fraction=config.val_fraction, seed=config.seed)
+    x_train, x_val = data.x[train_idx], data.x[val_idx]
+    model = build_network(
+        x_train, n_classes=len(labels), hidden=config.hidden, dropout=config.dropout, l2=config.l2,
+        learning_rate=config.learning_rate, seed=config.seed,
+    )
+    result = fit_network(
+        model, x_train, y[train_idx], x_val, y[val_idx], max_epochs=config.max_epochs,
+        patience=config.patience, batch_size=config.batch_size, verbose=verbose,
+    )
+    layers, arrays = export_layers(model)
+    network = network_from_layers(layers, arrays)
+    metrics = {
+        "train_accuracy": _accuracy(network.predict_proba(x_train), y[train_idx]),
+        "validation_accuracy": _accuracy(network.predict_proba(x_val), y[val_idx]),
+        "validation_loss": float(min(result["history"]["val_loss"])),
+        "validation_tracks": int(len(set(data.groups[val_idx].tolist()))),
+        "note": "validation tracks also decided when training stopped; see `genre-id evaluate` for held-out test figures",
+    }
+    meta = {
+        "format": MODEL_FORMAT,
+        "format_version": MODEL_FORMAT_VERSION,
+        "name": name,
+        "version": version,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "labels": labels,
+        "feature_set": data.feature_set,
+        "window_seconds": float(window_seconds),
+        "min_seconds": float(min_seconds),
+        "network": {"layers": layers, "config": {**asdict(config), "hidden": list(config.hidden)}},
+        "training": {
+            "command": command,
+            "data": data.summary(),
+            "best_epoch": result["best_epoch"],
+            "epochs_run": result["epochs_run"],
+        },
+        "metrics": metrics,
+        "library_versions": library_versions(),
+    }
+    if extra_metadata:
+        meta.update(extra_metadata)
+    return ModelBundle(metadata=meta, network=network, keras_model=model)

@@ -1,0 +1,67 @@
+"""Shared fixtures: where the real GTZAN clips are, synthetic audio, the default model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("GENRE_ID_SHARED_DATA", ROOT.parent / "shared" / "data")).resolve()
+MINI = SHARED_DATA / "gtzan_mini"
+TABLE = SHARED_DATA / "gtzan_features_30_sec.csv"
+SPLIT = SHARED_DATA / "gtzan_split"
+
+
+def _need(path: Path, what: str) -> Path:
+    if not path.exists():
+        pytest.skip(f"{what} not found at {path} (set GENRE_ID_SHARED_DATA to the shared data folder)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def mini_dir() -> Path:
+    """The 100 real GTZAN clips (10 per genre)."""
+    return _need(MINI, "the real GTZAN clips (gtzan_mini)")
+
+
+@pytest.fixture(scope="session")
+def table_path() -> Path:
+    return _need(TABLE, "the GTZAN feature table")
+
+
+@pytest.fixture(scope="session")
+def split_dir() -> Path:
+    return _need(SPLIT, "the fault-filtered GTZAN split lists")
+
+
+@pytest.fixture(scope="session")
+def mini_files(mini_dir: Path) -> list[Path]:
+    files = sorted(mini_dir.glob("*/*.flac"))
+    assert len(files) == 100, f"expected 100 clips in {mini_dir}, found {len(files)}"
+    return files
+
+
+@pytest.fixture(scope="session")
+def mini_features(mini_files, tmp_path_factory):
+    """Default-feature-set matrices of the 100 real clips, computed once per test session on all cores."""
+    from genre_id.extraction import extract_files
+
+    results = extract_files(mini_files, progress=False)
+    return dict(zip(mini_files, results))
+
+
+def tone(seconds: float, sr: int = 22050, *, freq: float = 440.0, amp: float = 0.3, seed: int = 0) -> np.ndarray:
+    """A tone with a little noise, mono float32."""
+    t = np.arange(int(seconds * sr)) / sr
+    rng = np.random.default_rng(seed)
+    return (amp * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def default_recognizer():
+    from genre_id import Recognizer
+
+    return Recognizer.load()

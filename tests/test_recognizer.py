@@ -1,0 +1,88 @@
+"""The library API on real and synthetic audio."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import tone
+from genre_id import Prediction, Recognizer
+from genre_id.errors import AudioTooShortError, FeatureVersionError, SilentAudioError
+from genre_id.features import Features
+
+
+@pytest.mark.slow
+def test_default_model_names_the_real_clips(default_recognizer, mini_features):
+    """The shipped model was trained on the table of all 1000 clips, these 100 included."""
+    rec = default_recognizer
+    right = 0
+    for path, windows in mini_features.items():
+        pred = rec.classify(windows)
+        right += pred.genre == path.parent.name
+        assert abs(sum(pred.probabilities.values()) - 1) < 1e-4
+        assert pred.top[0].genre == pred.genre and pred.confidence == pred.top[0].probability
+        assert [s.probability for s in pred.top] == sorted((s.probability for s in pred.top), reverse=True)
+    assert right >= 80, f"only {right}/100 real clips named right"
+
+
+@pytest.mark.slow
+def test_file_and_samples_give_the_same_answer(default_recognizer, mini_files, tmp_path):
+    path = mini_files[37]
+    from_file = default_recognizer.identify(path)
+    y, sr = sf.read(path, dtype="float32")
+    from_samples = default_recognizer.identify(y, sample_rate=sr)
+    assert from_file.genre == from_samples.genre
+    np.testing.assert_allclose(list(from_file.probabilities.values()),
+                               list(from_samples.probabilities.values()), atol=1e-4)
+    # The same clip, stereo at 44.1 kHz, keeps its answer.
+    stereo = tmp_path / "stereo 44k.wav"
+    import soxr
+
+    y44 = soxr.resample(y, sr, 44100)
+    sf.write(stereo, np.stack([y44, y44], axis=1), 44100)
+    assert default_recognizer.identify(stereo).genre == from_file.genre
+
+
+@pytest.mark.slow
+def test_long_audio_gets_a_timeline_of_windows(default_recognizer, mini_files):
+    # Three real clips of different genres, back to back: 90 s.
+    picks = [mini_files[10], mini_files[60], mini_files[10]]  # classical, metal, classical
+    y = np.concatenate([sf.read(p, dtype="float32")[0][: 30 * 22050] for p in picks])
+    pred = default_recognizer.identify(y, sample_rate=22050)
+    assert [(s.start, s.end) for s in pred.segments] == [(0, 30), (30, 60), (60, 90)]
+    assert [s.genre for s in pred.segments] == ["classical", "metal", "classical"]
+    assert pred.genre == "classical" and pred.duration == 90
+
+
+def test_silence_gets_an_explicit_answer_not_a_genre(default_recognizer):
+    with pytest.raises(SilentAudioError, match="silent"):
+        default_recognizer.identify(np.zeros(22050 * 10, dtype=np.float32), sample_rate=22050)
+
+
+def test_too_short_audio_is_refused(default_recognizer):
+    with pytest.raises(AudioTooShortError, match="at least 3 s"):
+        default_recognizer.identify(tone(2.0), sample_rate=22050)
+
+
+def test_a_silent_window_inside_long_audio_is_marked(default_recognizer):
+    y = np.concatenate([tone(30.0), np.zeros(30 * 22050, dtype=np.float32)])
+    pred = default_recognizer.identify(y, sample_rate=22050)
+    assert [s.genre is None for s in pred.segments] == [False, True]
+    assert isinstance(pred, Prediction) and pred.genre in default_recognizer.labels
+
+
+def test_features_of_another_version_are_refused(default_recognizer):
+    stale = Features(values=np.zeros((1, 57)), feature_set="gtzan57", version=0)
+    with pytest.raises(FeatureVersionError, match="version 0"):
+        default_recognizer.classify(stale)
+
+
+def test_the_recognizer_is_loaded_once_and_reused(monkeypatch, default_recognizer):
+    calls = []
+    import genre_id.recognizer as r
+
+    monkeypatch.setattr(r, "load_bundle", lambda *a, **k: calls.append(1))
+    for seed in range(3):
+        default_recognizer.identify(tone(4.0, seed=seed), sample_rate=22050)
+    assert calls == []
