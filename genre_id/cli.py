@@ -12,9 +12,10 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 from .errors import GenreIdError
+from .features import DEFAULT_FEATURE_SET
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -55,9 +56,14 @@ def _cmd_identify(args: argparse.Namespace) -> int:
 
         matcher = (match_for_identify, format_match)
     bad = internal = False
-    for path in args.files:
+    for path, pred in _predictions(rec, args.files, _identify_workers(args.workers, len(args.files))):
+        if isinstance(pred, _WorkerFailure):  # already one line naming the file
+            _fail(str(pred))
+            internal = True
+            continue
         try:
-            pred = rec.identify(path)
+            if isinstance(pred, BaseException):
+                raise pred
             match = matcher[0](path, args.db) if matcher else None
         except GenreIdError as exc:
             _fail(str(exc))
@@ -79,33 +85,123 @@ def _cmd_identify(args: argparse.Namespace) -> int:
     return EXIT_INTERNAL if internal else EXIT_BAD_INPUT if bad else EXIT_OK
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from .dataset import load_folder, read_table
-    from .model import save_bundle
-    from .training import TrainConfig, fit
+def _identify_workers(requested: int | None, n_files: int) -> int:
+    """Processes for ``identify``: as asked, else one per core; never more than files, and none extra for one file."""
+    if requested is None:
+        requested = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(requested, n_files))
 
-    if bool(args.data_dir) == bool(args.table):
-        _fail("train needs either DATA_DIR or --table FEATURES.csv (not both)")
-        return EXIT_BAD_INPUT
-    command = "genre-id " + " ".join(shlex.quote(a) for a in args.argv)
+
+def _predictions(rec, paths: Sequence[str], workers: int):
+    """Yield ``(path, Prediction or the exception it raised)`` in the order of ``paths``.
+
+    With one worker everything runs in this process (the fastest start for
+    a few files).  With more, features are extracted in a pool of worker
+    processes and classified here as they arrive, in order; this process
+    never imports the feature code's heavy libraries.
+    """
+    if workers <= 1:
+        for path in paths:
+            try:
+                yield path, rec.identify(path)
+            except Exception as exc:
+                yield path, exc
+        return
+    for path, windows in _pooled_features(rec, paths, workers):
+        if isinstance(windows, BaseException):
+            yield path, windows
+            continue
+        try:
+            yield path, rec.classify(windows, name=path)
+        except Exception as exc:
+            yield path, exc
+
+
+class _WorkerFailure(Exception):
+    """A file's failure in a worker process, raised again here to be reported like any other."""
+
+
+def _extract_for_identify(path: str, feature_set: str, window_seconds: float, min_seconds: float):
+    """In a worker process: ``("ok", WindowFeatures)``, ``("bad", message)`` or ``("internal", message)``."""
+    from .extraction import extract_file
+
     try:
-        if args.table:
-            data = read_table(args.table, feature_set=args.feature_set)
-        else:
-            data = load_folder(
-                args.data_dir, feature_set=args.feature_set, window_seconds=args.window_seconds,
-                cache_dir=None if args.no_cache else args.cache_dir, workers=args.workers,
-                progress=not args.quiet,
-            )
+        return "ok", extract_file(path, feature_set=feature_set, window_seconds=window_seconds,
+                                  min_seconds=min_seconds)
     except GenreIdError as exc:
-        _fail(str(exc))
-        return EXIT_BAD_INPUT
+        return "bad", str(exc)
+    except Exception as exc:
+        return "internal", f"{path}: internal error ({type(exc).__name__}: {exc})"
+
+
+def _single_thread_worker() -> None:
+    """Pool initializer: one BLAS/OpenMP thread per worker, so that N workers use N cores."""
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        pass
+
+
+def _pooled_features(rec, paths: Sequence[str], workers: int):
+    """Yield ``(path, WindowFeatures or an exception)`` in order, extracting in ``workers`` processes.
+
+    Results are yielded as soon as they and all before them are done.  If a
+    worker process dies (a decoder crash, the system killing it), the files
+    not yet reported go through :func:`genre_id.extraction.extract_files`,
+    which isolates the file responsible.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    job = (rec.feature_set.name, rec.bundle.window_seconds, rec.bundle.min_seconds)
+    paths = [os.fsdecode(p) for p in paths]
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_single_thread_worker)
+    done, finished = 0, False
+    try:
+        futures = [pool.submit(_extract_for_identify, p, *job) for p in paths]
+        for path, fut in zip(paths, futures):
+            try:
+                kind, value = fut.result()
+            except BrokenProcessPool:
+                break
+            done += 1
+            if kind == "ok":
+                yield path, value
+            elif kind == "bad":
+                yield path, GenreIdError(value)
+            else:
+                yield path, _WorkerFailure(value)
+        finished = True
+    finally:
+        if not finished:  # interrupted, or the reader went away: do not wait for files under way
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+    if done < len(paths):
+        from .extraction import FileFailure, extract_files
+
+        rest = paths[done:]
+        results = extract_files(rest, feature_set=job[0], window_seconds=job[1], min_seconds=job[2],
+                                workers=workers, progress=False)
+        for path, result in zip(rest, results):
+            yield path, GenreIdError(result.message) if isinstance(result, FileFailure) else result
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .model import save_bundle
+    from .training import fit
+
+    command = "genre-id " + " ".join(shlex.quote(a) for a in args.argv)
+    data = _load_data(args)
     for failure in data.failures:
         _fail(f"skipped {failure.message}")
-    config = TrainConfig(seed=args.seed, patience=args.patience, max_epochs=args.max_epochs)
     name = args.name or Path(args.out).name
-    bundle = fit(data, config=config, name=name, version=args.model_version, window_seconds=args.window_seconds,
-                 command=command)
+    bundle = fit(data, config=_config(args), deltas=_deltas(args, data), name=name, version=args.model_version,
+                 window_seconds=args.window_seconds, command=command)
     save_bundle(bundle, args.out)
     m = bundle.metadata["metrics"]
     s = bundle.metadata["training"]["data"]
@@ -117,6 +213,98 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )
     print(f"saved {args.out}")
     return EXIT_BAD_INPUT if data.failures else EXIT_OK
+
+
+def _load_data(args: argparse.Namespace):
+    """The dataset named by ``DATA_DIR`` or ``--table``."""
+    from .dataset import load_folder, read_table
+
+    if bool(args.data_dir) == bool(args.table):
+        raise GenreIdError(f"{args.command} needs either DATA_DIR or --table FEATURES.csv (not both)")
+    if args.table:
+        return read_table(args.table, feature_set=args.feature_set)
+    return load_folder(
+        args.data_dir, feature_set=args.feature_set, window_seconds=args.window_seconds,
+        cache_dir=None if args.no_cache else args.cache_dir, workers=args.workers, progress=not args.quiet,
+    )
+
+
+def _deltas(args: argparse.Namespace, data):
+    """Perturbation deltas measured on the clips of ``--augment-from`` (None without it)."""
+    if not args.augment_from:
+        return None
+    from .augment import perturbation_deltas
+    from .dataset import scan_folder, track_id
+
+    items = scan_folder(args.augment_from)
+    root = Path(args.augment_from)
+    return perturbation_deltas(
+        [p for p, _ in items], tracks=[track_id(p.relative_to(root).as_posix()) for p, _ in items],
+        feature_set=args.feature_set, cache_dir=None if args.no_cache else args.cache_dir, workers=args.workers,
+    )
+
+
+def _config(args: argparse.Namespace):
+    from .training import TrainConfig
+
+    return TrainConfig(seed=args.seed, patience=args.patience, max_epochs=args.max_epochs)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .dataset import read_split_list
+    from .evaluation import evaluate_folds, evaluate_split
+    from .report import summary_text, write_report
+
+    data = _load_data(args)
+    for failure in data.failures:
+        _fail(f"skipped {failure.message}")
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    config = _config(args)
+    if args.split:
+        train_ids = [t for part in args.split[0].split(",") for t in read_split_list(part)]
+        test_ids = read_split_list(args.split[1])
+        result = evaluate_split(data, train_ids, test_ids, config=config, seeds=seeds, deltas=_deltas(args, data),
+                                importance=not args.no_importance, protocol=f"split {Path(args.split[1]).name}")
+    else:
+        result = evaluate_folds(data, folds=args.folds, config=config, seeds=seeds, importance=not args.no_importance,
+                                deltas=_deltas(args, data))
+    command = "genre-id " + " ".join(shlex.quote(a) for a in args.argv)
+    if args.json:
+        print(json.dumps({"command": command, "data": data.summary(), **result.to_dict()}))
+    else:
+        print(summary_text([result]))
+    if args.out:
+        paths = write_report([result], args.out, title=f"genre-id evaluation of {data.source}", command=command)
+        if not args.json:
+            print("wrote " + ", ".join(str(p) for p in paths))
+    return EXIT_BAD_INPUT if data.failures else EXIT_OK
+
+
+def _add_data_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data_dir", nargs="?", metavar="DATA_DIR", help="folder with one sub-folder of audio per genre")
+    p.add_argument("--table", metavar="FEATURES.csv", help="use a feature table instead of audio")
+    p.add_argument("--feature-set", default=DEFAULT_FEATURE_SET, help=f"feature set (default {DEFAULT_FEATURE_SET})")
+    p.add_argument("--window-seconds", type=float, default=30.0, help="analysis window, seconds (default 30)")
+    p.add_argument("--workers", type=int, default=None, help="extraction processes (default: all cores)")
+    p.add_argument("--cache-dir", default="data/cache", help="feature cache folder (default data/cache)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--augment-from", metavar="CLIPS_DIR",
+                   help="GTZAN-style folder of real clips: teach the model what gain, mastering, mp3, resampling "
+                        "and band-limiting do to their features (feature-space augmentation)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--patience", type=int, default=30, help="epochs without better validation loss before stopping")
+    p.add_argument("--max-epochs", type=int, default=400)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,24 +320,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate the network with numpy (default, fast start) or Keras")
     p.add_argument("--no-timeline", action="store_true", help="omit the per-window timeline of long audio")
     p.add_argument("--db", default=None, metavar="PATH", help="fingerprint database: also name the recording")
+    p.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                   help="processes extracting features of many files (default: one per core; "
+                        "a single file is analysed in this process)")
     p.set_defaults(func=_cmd_identify)
 
     t = sub.add_parser("train", help="train a model from a GTZAN-style folder or a feature table")
-    t.add_argument("data_dir", nargs="?", metavar="DATA_DIR", help="folder with one sub-folder of audio per genre")
-    t.add_argument("--table", metavar="FEATURES.csv", help="train from a feature table instead")
+    _add_data_arguments(t)
     t.add_argument("--out", required=True, metavar="DIR", help="model folder to write, e.g. models/mine")
     t.add_argument("--name", help="model name (default: the folder's name)")
     t.add_argument("--model-version", default="1", help="version string stored in the model")
-    t.add_argument("--feature-set", default="gtzan57", help="feature set (default gtzan57)")
-    t.add_argument("--window-seconds", type=float, default=30.0, help="analysis window, seconds (default 30)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--patience", type=int, default=30, help="epochs without better validation loss before stopping")
-    t.add_argument("--max-epochs", type=int, default=400)
-    t.add_argument("--workers", type=int, default=None, help="extraction processes (default: all cores)")
-    t.add_argument("--cache-dir", default="data/cache", help="feature cache folder (default data/cache)")
-    t.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("evaluate", help="train and test with an honest protocol; write a report")
+    _add_data_arguments(e)
+    how = e.add_mutually_exclusive_group()
+    how.add_argument("--split", nargs=2, metavar=("TRAIN_LIST[,MORE]", "TEST_LIST"),
+                     help="train on the tracks of the first list(s), test on the second's")
+    how.add_argument("--folds", type=int, default=10, metavar="K",
+                     help="stratified K-fold cross-validation grouped by track (default 10)")
+    e.add_argument("--seeds", type=int, default=1, metavar="N", help="repeat with N seeds; report mean and std")
+    e.add_argument("--json", action="store_true", help="print the result as JSON")
+    e.add_argument("--out", metavar="DIR", help="write report.md, report.json and a confusion-matrix PNG here")
+    e.add_argument("--no-importance", action="store_true", help="skip permutation importance")
+    e.set_defaults(func=_cmd_evaluate)
 
     _add_optional_commands(sub)
     return parser
@@ -157,25 +351,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
     """Sub-commands that live in their own modules."""
-    adders: list[Callable] = []
-    try:
-        from .fingerprint.commands import add_index_parser
+    from .fingerprint.commands import add_index_parser
 
-        adders.append(add_index_parser)
-    except ImportError:
-        pass
-    try:
-        from .evaluation_cli import add_evaluate_parser
-
-        adders.append(add_evaluate_parser)
-    except ImportError:
-        pass
-    for add in adders:
-        add(sub)
+    add_index_parser(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # File names come from the OS as bytes; one that is not valid UTF-8 must
+    # still print (as the OS gave it) rather than stop the whole batch.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="surrogateescape")
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = argv

@@ -18,7 +18,7 @@ import numpy as np
 from .audio import SUPPORTED_EXTENSIONS
 from .errors import DatasetError
 from .extraction import FileFailure, WindowFeatures, extract_files
-from .features import get_feature_set
+from .features import DEFAULT_FEATURE_SET, get_feature_set
 
 __all__ = ["Dataset", "track_id", "read_table", "scan_folder", "load_folder", "read_split_list"]
 
@@ -79,7 +79,7 @@ class Dataset:
         }
 
 
-def read_table(path: str | os.PathLike[str], *, feature_set: str = "gtzan57") -> Dataset:
+def read_table(path: str | os.PathLike[str], *, feature_set: str = DEFAULT_FEATURE_SET) -> Dataset:
     """Read a feature table such as ``gtzan_features_30_sec.csv``.
 
     It needs a ``filename`` column, a ``label`` column and one column per
@@ -91,7 +91,7 @@ def read_table(path: str | os.PathLike[str], *, feature_set: str = "gtzan57") ->
         with open(p, newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
             header = reader.fieldnames or []
-            missing = [c for c in ("filename", "label", *fs.columns) if c not in header]
+            missing = [c for c in ("filename", "label", *fs.measured_columns) if c not in header]
             if missing:
                 shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
                 raise DatasetError(f"{p}: the table lacks columns needed by feature set '{fs.name}': {shown}")
@@ -103,11 +103,12 @@ def read_table(path: str | os.PathLike[str], *, feature_set: str = "gtzan57") ->
     if not rows:
         raise DatasetError(f"{p}: the feature table has no rows")
     try:
-        x = np.asarray([[float(r[c]) for c in fs.columns] for r in rows], dtype=np.float64)
+        measured = np.asarray([[float(r[c]) for c in fs.measured_columns] for r in rows], dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise DatasetError(f"{p}: a feature value is not a number ({exc})") from None
-    if not np.isfinite(x).all():
+    if not np.isfinite(measured).all():
         raise DatasetError(f"{p}: the feature table holds NaN or infinite values")
+    x = fs.from_table(measured)
     y = np.asarray([r["label"].strip() for r in rows])
     groups = np.asarray([track_id(f'{r["label"].strip()}/{os.path.basename(r["filename"])}') for r in rows])
     return Dataset(x, y, groups, fs.to_dict(), source=str(p))
@@ -136,7 +137,7 @@ def scan_folder(root: str | os.PathLike[str]) -> list[tuple[Path, str]]:
 def load_folder(
     root: str | os.PathLike[str],
     *,
-    feature_set: str = "gtzan57",
+    feature_set: str = DEFAULT_FEATURE_SET,
     window_seconds: float = 30.0,
     min_seconds: float = 3.0,
     cache_dir: str | os.PathLike[str] | None = None,

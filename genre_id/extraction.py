@@ -2,19 +2,22 @@
 
 Audio is cut into windows as long as the model's training clips
 (:func:`genre_id.audio.window_spans`); each window gets one feature vector.
-Windows whose level is below :data:`SILENCE_RMS` are marked silent and get no
-features: there is no genre to name in silence.
+Windows whose level (RMS around their mean, so a constant DC offset counts as
+silence) is below :data:`SILENCE_RMS` are marked silent and get no features:
+there is no genre to name in silence.
 
 :func:`extract_files` runs over many files on all cores, with a progress bar
 and an optional on-disk cache; a file that cannot be read is reported in the
-result and the others go on.
+result and the others go on, even when a decoder crashes its worker process.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -23,8 +26,8 @@ import numpy as np
 
 from . import audio
 from .cache import FeatureCache, file_digest
-from .errors import AudioTooShortError, GenreIdError
-from .features import FeatureSet, Features, get_feature_set
+from .errors import AudioError, AudioTooShortError, GenreIdError
+from .features import DEFAULT_FEATURE_SET, FeatureSet, Features, get_feature_set
 
 __all__ = [
     "SILENCE_RMS",
@@ -36,7 +39,7 @@ __all__ = [
     "extract_files",
 ]
 
-#: Windows whose RMS level is below this (about -80 dBFS) are silent.
+#: Windows whose RMS level around their mean is below this (about -80 dBFS) are silent.
 SILENCE_RMS = 1e-4
 
 
@@ -73,18 +76,56 @@ class FileFailure:
     message: str
 
 
+def _recipe_errors() -> tuple[type[BaseException], ...]:
+    """What a feature recipe raises on audio it cannot measure (other exceptions are bugs)."""
+    errors: list[type[BaseException]] = [ValueError, ArithmeticError, MemoryError]
+    try:
+        from librosa.util.exceptions import LibrosaError
+
+        errors.append(LibrosaError)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(errors)
+
+
+def _window_features(samples: np.ndarray, feature_set: FeatureSet, name: str) -> np.ndarray:
+    """One window's feature vector; odd audio that defeats the recipe is an :class:`AudioError`."""
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            # librosa's and numpy's numeric warnings on odd audio are not the user's business
+            warnings.simplefilter("ignore", RuntimeWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            values = np.asarray(feature_set.extract(samples).values, dtype=np.float64)
+    except GenreIdError:
+        raise
+    except _recipe_errors() as exc:  # e.g. librosa's "Input must be finite" when huge samples overflow
+        problem = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    else:
+        if values.shape == (feature_set.n_features,) and np.isfinite(values).all():
+            return values
+        problem = "the features are not finite"
+    peak = float(np.max(np.abs(samples))) if len(samples) else 0.0
+    raise AudioError(f"{name}: features cannot be computed from this audio "
+                     f"({problem}; sample peak {peak:.3g})")
+
+
 def extract_windows(
-    windows: Iterable[tuple[float, np.ndarray]], *, feature_set: FeatureSet
+    windows: Iterable[tuple[float, np.ndarray]], *, feature_set: FeatureSet, name: str = "audio"
 ) -> WindowFeatures:
-    """Features of ``(start_seconds, samples)`` windows already at the feature set's rate."""
+    """Features of ``(start_seconds, samples)`` windows already at the feature set's rate.
+
+    ``name`` (the file's) starts the message of any error.
+    """
     sr = feature_set.sample_rate
     starts, ends, rows, silent = [], [], [], []
     for start, samples in windows:
         starts.append(start)
         ends.append(start + len(samples) / sr)
-        quiet = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) < SILENCE_RMS
+        with np.errstate(all="ignore"):
+            level = float(np.std(samples, dtype=np.float64)) if len(samples) else 0.0
+        quiet = level < SILENCE_RMS  # NaN is not silence: the features then say what is wrong
         silent.append(quiet)
-        rows.append(np.zeros(feature_set.n_features) if quiet else feature_set.extract(samples).values)
+        rows.append(np.zeros(feature_set.n_features) if quiet else _window_features(samples, feature_set, name))
     return WindowFeatures(
         starts=np.asarray(starts, dtype=np.float64),
         ends=np.asarray(ends, dtype=np.float64),
@@ -110,15 +151,18 @@ def extract_samples(
     samples: np.ndarray,
     *,
     sample_rate: int,
-    feature_set: str | FeatureSet = "gtzan57",
+    feature_set: str | FeatureSet = DEFAULT_FEATURE_SET,
     window_seconds: float = 30.0,
     min_seconds: float = 3.0,
     name: str = "audio",
 ) -> WindowFeatures:
     """Window features of in-memory ``samples`` (shape ``(n,)`` or ``(n, channels)``) at ``sample_rate`` Hz."""
     fs = feature_set if isinstance(feature_set, FeatureSet) else get_feature_set(feature_set)
-    if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
+    if not isinstance(sample_rate, (int, np.integer)) or isinstance(sample_rate, bool) or sample_rate <= 0:
         raise GenreIdError(f"{name}: sample_rate must be a positive whole number of Hz, not {sample_rate!r}")
+    if not audio.MIN_SAMPLE_RATE <= sample_rate <= audio.MAX_SAMPLE_RATE:
+        raise AudioError(f"{name}: sample rate {sample_rate} Hz is not supported "
+                         f"(from {audio.MIN_SAMPLE_RATE} to {audio.MAX_SAMPLE_RATE} Hz)")
     mono = audio.check_samples(audio.to_mono(samples), name=name)
     mono = audio.resample(mono, orig_sr=int(sample_rate), target_sr=fs.sample_rate)
     windows = _sample_windows(
@@ -128,7 +172,7 @@ def extract_samples(
         name=name,
         sr=fs.sample_rate,
     )
-    return extract_windows(windows, feature_set=fs)
+    return extract_windows(windows, feature_set=fs, name=name)
 
 
 def _namespace(fs: FeatureSet, window_seconds: float, min_seconds: float) -> str:
@@ -138,7 +182,7 @@ def _namespace(fs: FeatureSet, window_seconds: float, min_seconds: float) -> str
 def extract_file(
     path: str | os.PathLike[str],
     *,
-    feature_set: str | FeatureSet = "gtzan57",
+    feature_set: str | FeatureSet = DEFAULT_FEATURE_SET,
     window_seconds: float = 30.0,
     min_seconds: float = 3.0,
     cache_dir: str | os.PathLike[str] | None = None,
@@ -149,15 +193,17 @@ def extract_file(
     entry is checked before use and recomputed if it is not sound.
     """
     fs = feature_set if isinstance(feature_set, FeatureSet) else get_feature_set(feature_set)
-    cache = digest = None
+    cache = digest = stamp = None
     if cache_dir is not None:
         cache = FeatureCache(cache_dir, namespace=_namespace(fs, window_seconds, min_seconds))
         try:
-            digest = file_digest(path)
+            if os.path.isfile(path):  # not a pipe, which reading would block on
+                stamp = _stamp(path)
+                digest = file_digest(path)
         except OSError:
             digest = None  # let the decoder name the problem
         entry = cache.get(digest) if digest else None
-        if entry is not None and entry["values"].shape[1] == fs.n_features:
+        if entry is not None and _entry_is_sound(entry, fs):
             return WindowFeatures(
                 starts=entry["starts"], ends=entry["ends"], values=entry["values"], silent=entry["silent"],
                 feature_set=fs.name, version=fs.version,
@@ -165,10 +211,43 @@ def extract_file(
     windows = audio.iter_windows(
         path, sample_rate=fs.sample_rate, window_seconds=window_seconds, min_seconds=min_seconds
     )
-    result = extract_windows(windows, feature_set=fs)
+    result = extract_windows(windows, feature_set=fs, name=str(path))
     if cache is not None and digest:
-        cache.put(digest, starts=result.starts, ends=result.ends, values=result.values, silent=result.silent)
+        try:
+            unchanged = _stamp(path) == stamp  # else the features may not be those of the digested bytes
+        except OSError:
+            unchanged = False
+        if unchanged:
+            try:
+                cache.put(digest, starts=result.starts, ends=result.ends, values=result.values, silent=result.silent)
+            except OSError:
+                pass  # a cache that cannot be written (full disk, read-only) only costs time
     return result
+
+
+def _stamp(path: str | os.PathLike[str]) -> tuple[int, int, int]:
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def _entry_is_sound(entry: dict[str, np.ndarray], fs: FeatureSet) -> bool:
+    """Whether a cache entry has the shape and contents of a :class:`WindowFeatures` of ``fs``."""
+    try:
+        starts, ends, values, silent = (entry[k] for k in ("starts", "ends", "values", "silent"))
+    except KeyError:
+        return False
+    try:
+        n = len(values)
+        return (
+            n > 0
+            and values.shape == (n, fs.n_features)
+            and starts.shape == ends.shape == silent.shape == (n,)
+            and silent.dtype == bool
+            and all(np.issubdtype(a.dtype, np.floating) for a in (starts, ends, values))
+            and bool(np.isfinite(values).all() and np.isfinite(starts).all() and np.all(ends > starts))
+        )
+    except (TypeError, ValueError):
+        return False
 
 
 def _worker_init() -> None:
@@ -192,7 +271,7 @@ def _extract_one(path: str, kwargs: dict) -> WindowFeatures | FileFailure:
 def extract_files(
     paths: Sequence[str | os.PathLike[str]],
     *,
-    feature_set: str | FeatureSet = "gtzan57",
+    feature_set: str | FeatureSet = DEFAULT_FEATURE_SET,
     window_seconds: float = 30.0,
     min_seconds: float = 3.0,
     cache_dir: str | os.PathLike[str] | None = None,
@@ -219,12 +298,41 @@ def extract_files(
                 results[i] = _extract_one(p, kwargs)
                 bar.update()
         else:
-            ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
-                futures = {pool.submit(_extract_one, p, kwargs): i for i, p in enumerate(items)}
-                for fut in as_completed(futures):
-                    results[futures[fut]] = fut.result()
-                    bar.update()
+            pending = list(range(len(items)))
+            while pending:
+                pending = _run_pool(items, pending, kwargs, workers, results, bar)
+                if pending:
+                    # A worker died (a decoder crashed on some file, or the system killed it).  Run
+                    # the files that were under way one at a time to find the culprit, then go on.
+                    suspects = pending[: 2 * workers + 2]
+                    left = _run_pool(items, suspects, kwargs, 1, results, bar)
+                    if left:
+                        culprit = left[0]  # one worker takes the files in order: the first unfinished one
+                        results[culprit] = FileFailure(items[culprit], (
+                            f"{items[culprit]}: the process decoding this file died "
+                            "(a crash in the decoder, or out of memory)"))
+                        bar.update()
+                    pending = [i for i in pending if results[i] is None]
     finally:
         bar.close()
     return [r for r in results if r is not None]
+
+
+def _run_pool(
+    items: list[str], indices: list[int], kwargs: dict, workers: int,
+    results: list[WindowFeatures | FileFailure | None], bar,
+) -> list[int]:
+    """Extract ``items[indices]`` in a pool of ``workers`` processes, filling ``results``.
+
+    Returns the indices left unfinished because a worker process died (empty when all finished).
+    """
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
+        futures = {pool.submit(_extract_one, items[i], kwargs): i for i in indices}
+        for fut in as_completed(futures):
+            try:
+                results[futures[fut]] = fut.result()
+            except BrokenProcessPool:
+                continue
+            bar.update()
+    return [i for i in indices if results[i] is None]

@@ -5,19 +5,28 @@ audio is brought to, the STFT size and hop, the descriptors and their order.
 Its name and version are stored in every model, and a model refuses features
 of another set or version (:class:`~genre_id.errors.FeatureVersionError`).
 
-The default set, ``gtzan57`` version 1, reproduces the 57 columns of the
-widely used GTZAN feature table (``features_30_sec.csv``): mean and variance
-over frames of chroma_stft, rms, spectral centroid, bandwidth, rolloff and
-zero-crossing rate, mean and variance of the harmonic and percussive
-waveforms of an HPSS, tempo, and mean and variance of 20 MFCCs, all with
-librosa's defaults (sr 22050 Hz, n_fft 2048, hop 512).  The STFT is computed
-once per window and every spectral descriptor is derived from it.
+:func:`measure` reproduces the 57 columns of the widely used GTZAN feature
+table (``features_30_sec.csv``): mean and variance over frames of
+chroma_stft, rms, spectral centroid, bandwidth, rolloff and zero-crossing
+rate, mean and variance of the harmonic and percussive waveforms of an HPSS,
+tempo, and mean and variance of 20 MFCCs, all with librosa's defaults (sr
+22050 Hz, n_fft 2048, hop 512).  The STFT is computed once per window and
+every spectral descriptor is derived from it.
+
+Two sets are built on it:
+
+* ``gtzan57`` v1: the 57 table columns as they are;
+* ``levelfree`` v1 (the default): 51 features derived from the table's
+  columns that do not depend on playback level: RMS and the first MFCC's
+  mean are replaced by RMS's coefficient of variation, variances and
+  frequency-like means go on a log scale, and the costly HPSS columns are
+  not measured.  Models train on it from the table or from audio alike.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -31,6 +40,7 @@ __all__ = [
     "get_feature_set",
     "extract",
     "gtzan57_columns",
+    "measure",
 ]
 
 
@@ -54,42 +64,84 @@ def gtzan57_columns() -> list[str]:
     return cols
 
 
-def _mean_var(x: np.ndarray) -> tuple[float, float]:
-    x = np.asarray(x, dtype=np.float64)
-    return float(x.mean()), float(x.var())
+def _frames_stat(frames: np.ndarray, stat: str) -> float:
+    x = np.asarray(frames, dtype=np.float64)
+    return float(x.mean() if stat == "mean" else x.var())
 
 
-def _gtzan57(y: np.ndarray, *, sr: int, n_fft: int, hop_length: int) -> np.ndarray:
+def _spectral_shape(mag: np.ndarray, freqs: np.ndarray) -> dict[str, np.ndarray]:
+    """Centroid, bandwidth (p=2) and 85% rolloff per frame, in Hz, as librosa computes them."""
+    total = mag.sum(axis=0)
+    safe = np.where(total > np.finfo(np.float32).tiny, total, 1.0)
+    weights = mag / safe  # L1-normalised columns; silent frames give 0
+    centroid = freqs @ weights
+    bandwidth = np.sqrt(((freqs[:, None] - centroid[None, :]) ** 2 * weights).sum(axis=0))
+    cumulative = np.cumsum(mag, axis=0)
+    reached = cumulative >= 0.85 * cumulative[-1:, :]
+    rolloff = freqs[np.argmax(reached, axis=0)]
+    return {"spectral_centroid": centroid, "spectral_bandwidth": bandwidth, "rolloff": rolloff}
+
+
+def _zero_crossing_rate(y: np.ndarray, *, frame_length: int, hop_length: int) -> np.ndarray:
+    """librosa.feature.zero_crossing_rate (centered, edge-padded frames) from one pass over the signal."""
+    padded = np.pad(y, frame_length // 2, mode="edge")
+    signs = np.signbit(np.where(np.abs(padded) <= 1e-10, 0.0, padded))
+    crossings = np.concatenate([[0], np.cumsum(signs[1:] != signs[:-1])])
+    n_frames = 1 + (len(padded) - frame_length) // hop_length
+    starts = np.arange(n_frames) * hop_length
+    return (crossings[starts + frame_length - 1] - crossings[starts]) / frame_length
+
+
+def measure(
+    y: np.ndarray, *, sr: int = 22050, n_fft: int = 2048, hop_length: int = 512, columns: Sequence[str] | None = None
+) -> np.ndarray:
+    """The GTZAN-table descriptors named in ``columns`` (default: all 57), from one STFT of ``y``.
+
+    ``y`` is mono audio at ``sr`` Hz; the result has one value per column, in
+    the table's units (Hz for the spectral shape, BPM for tempo).
+
+    Each descriptor is computed only when a column needs it; the harmonic /
+    percussive separation, by far the most expensive, only for ``harmony_*``
+    and ``perceptr_*``.
+    """
     import librosa  # imported lazily: it is heavy and not every caller extracts
 
     y = np.ascontiguousarray(y, dtype=np.float32)
+    columns = tuple(gtzan57_columns() if columns is None else columns)
+    wanted = {c.rsplit("_", 1)[0] for c in columns}
     stft = librosa.stft(y, n_fft=n_fft, hop_length=hop_length)
     mag = np.abs(stft)
     power = mag**2
-
-    chroma = librosa.feature.chroma_stft(S=power, sr=sr, n_fft=n_fft, hop_length=hop_length)
-    rms = librosa.feature.rms(y=y, frame_length=n_fft, hop_length=hop_length)
-    centroid = librosa.feature.spectral_centroid(S=mag, sr=sr, n_fft=n_fft, hop_length=hop_length)
-    bandwidth = librosa.feature.spectral_bandwidth(S=mag, sr=sr, n_fft=n_fft, hop_length=hop_length)
-    rolloff = librosa.feature.spectral_rolloff(S=mag, sr=sr, n_fft=n_fft, hop_length=hop_length)
-    zcr = librosa.feature.zero_crossing_rate(y, frame_length=n_fft, hop_length=hop_length)
-
-    harm_stft, perc_stft = librosa.decompose.hpss(stft)
-    harmony = librosa.istft(harm_stft, hop_length=hop_length, n_fft=n_fft, length=len(y))
-    percussive = librosa.istft(perc_stft, hop_length=hop_length, n_fft=n_fft, length=len(y))
-
-    mel = librosa.feature.melspectrogram(S=power, sr=sr, n_fft=n_fft, hop_length=hop_length)
-    mel_db = librosa.power_to_db(mel)
-    onset_env = librosa.onset.onset_strength(S=mel_db, sr=sr, hop_length=hop_length)
-    tempo = float(np.atleast_1d(librosa.feature.tempo(onset_envelope=onset_env, sr=sr, hop_length=hop_length))[0])
-    mfcc = librosa.feature.mfcc(S=mel_db, sr=sr, n_mfcc=20)
-
-    values: list[float] = []
-    for frames in (chroma, rms, centroid, bandwidth, rolloff, zcr, harmony, percussive):
-        values += _mean_var(frames)
-    values.append(tempo)
-    for row in mfcc:
-        values += _mean_var(row)
+    frames: dict[str, np.ndarray] = {}
+    if "chroma_stft" in wanted:
+        # Tuning is estimated on every 4th frame: the same estimate to 0.01 bin, a quarter of the cost.
+        tuning = librosa.estimate_tuning(S=power[:, ::4], sr=sr, n_fft=n_fft)
+        frames["chroma_stft"] = librosa.feature.chroma_stft(S=power, sr=sr, n_fft=n_fft, tuning=tuning)
+    if "rms" in wanted:
+        frames["rms"] = librosa.feature.rms(y=y, frame_length=n_fft, hop_length=hop_length)
+    if wanted & {"spectral_centroid", "spectral_bandwidth", "rolloff"}:
+        frames.update(_spectral_shape(mag, librosa.fft_frequencies(sr=sr, n_fft=n_fft)))
+    if "zero_crossing_rate" in wanted:
+        frames["zero_crossing_rate"] = _zero_crossing_rate(y, frame_length=n_fft, hop_length=hop_length)
+    if wanted & {"harmony", "perceptr"}:
+        harm, perc = librosa.decompose.hpss(stft)
+        frames["harmony"] = librosa.istft(harm, hop_length=hop_length, n_fft=n_fft, length=len(y))
+        frames["perceptr"] = librosa.istft(perc, hop_length=hop_length, n_fft=n_fft, length=len(y))
+    mfcc_wanted = any(c.startswith("mfcc") for c in columns)
+    if mfcc_wanted or "tempo" in columns:
+        mel_db = librosa.power_to_db(librosa.feature.melspectrogram(S=power, sr=sr, n_fft=n_fft))
+        if mfcc_wanted:
+            for i, row in enumerate(librosa.feature.mfcc(S=mel_db, sr=sr, n_mfcc=20), start=1):
+                frames[f"mfcc{i}"] = row
+    values = []
+    for c in columns:
+        if c == "tempo":
+            onset = librosa.onset.onset_strength(S=mel_db, sr=sr, hop_length=hop_length)
+            values.append(float(np.atleast_1d(librosa.feature.tempo(onset_envelope=onset, sr=sr,
+                                                                    hop_length=hop_length))[0]))
+        else:
+            name, stat = c.rsplit("_", 1)
+            values.append(_frames_stat(frames[name], stat))
     return np.asarray(values, dtype=np.float64)
 
 
@@ -107,6 +159,12 @@ class FeatureSet:
         STFT size and hop, in samples at ``sample_rate``.
     columns
         Names of the vector's entries, in order.
+    table_columns
+        The descriptors measured on the audio, as columns of a feature table
+        (the GTZAN table's names); the set's own columns are derived from
+        them by ``_derive``.  Empty when they are the set's columns.
+    groups
+        Feature groups (name to column names) for importance reports.
     """
 
     name: str
@@ -115,7 +173,19 @@ class FeatureSet:
     n_fft: int
     hop_length: int
     columns: tuple[str, ...]
-    _fn: Callable[..., np.ndarray] = field(repr=False, compare=False)
+    table_columns: tuple[str, ...] = ()
+    _derive: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False, compare=False)
+    groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def measured_columns(self) -> tuple[str, ...]:
+        """The columns a feature table must have to train this set."""
+        return self.table_columns or self.columns
+
+    def from_table(self, measured: np.ndarray) -> np.ndarray:
+        """This set's features from rows of :attr:`measured_columns` (shape ``(n, len(measured_columns))``)."""
+        measured = np.atleast_2d(np.asarray(measured, dtype=np.float64))
+        return measured if self._derive is None else self._derive(measured)
 
     @property
     def n_features(self) -> int:
@@ -134,7 +204,9 @@ class FeatureSet:
 
     def extract(self, samples: np.ndarray) -> "Features":
         """Compute the feature vector of mono ``samples`` at :attr:`sample_rate` Hz."""
-        values = self._fn(samples, sr=self.sample_rate, n_fft=self.n_fft, hop_length=self.hop_length)
+        measured = measure(samples, sr=self.sample_rate, n_fft=self.n_fft, hop_length=self.hop_length,
+                            columns=self.measured_columns)
+        values = measured if self._derive is None else self.from_table(measured)[0]
         return Features(values=values, feature_set=self.name, version=self.version)
 
 
@@ -155,6 +227,67 @@ class Features:
             )
 
 
+_FLOOR = 1e-12  # below this a variance or level is treated as this, so logs stay finite
+
+#: GTZAN columns the ``levelfree`` set is derived from: all but the harmonic /
+#: percussive separation's, which cost five times all the others together
+#: for about one point of accuracy (see README, "Features").
+_LEVELFREE_MEASURED = tuple(c for c in gtzan57_columns() if not c.startswith(("harmony", "perceptr")))
+#: Columns that measure absolute level: they follow the playback gain and
+#: the mastering, not the genre.
+_LEVEL_COLUMNS = ("rms_mean", "rms_var", "mfcc1_mean")
+#: Columns whose spread over clips is multiplicative: compared on a log scale.
+_LOG_MEANS = ("spectral_centroid_mean", "spectral_bandwidth_mean", "rolloff_mean", "zero_crossing_rate_mean", "tempo")
+
+
+def _levelfree_columns() -> list[str]:
+    cols = [f"log_{c}" if c.endswith("_var") or c in _LOG_MEANS else c
+            for c in _LEVELFREE_MEASURED if c not in _LEVEL_COLUMNS]
+    return cols + ["log_rms_cv2"]
+
+
+def _levelfree(measured: np.ndarray) -> np.ndarray:
+    """The ``levelfree`` features from rows of the :data:`_LEVELFREE_MEASURED` columns.
+
+    Level enters these descriptors only through RMS and the first MFCC's
+    mean; they are replaced by the squared coefficient of variation of RMS
+    (its variance over its squared mean), which a gain change leaves alone.
+    Variances and the frequency-like means are taken on a log scale.
+    """
+    idx = {c: i for i, c in enumerate(_LEVELFREE_MEASURED)}
+
+    def col(name: str) -> np.ndarray:
+        return np.maximum(measured[:, idx[name]], _FLOOR)
+
+    out = [np.log(col(c)) if c.endswith("_var") or c in _LOG_MEANS else measured[:, idx[c]]
+           for c in _LEVELFREE_MEASURED if c not in _LEVEL_COLUMNS]
+    out.append(np.log(col("rms_var") / col("rms_mean") ** 2))
+    return np.column_stack(out)
+
+
+def _groups(columns: list[str]) -> dict[str, tuple[str, ...]]:
+    def mfcc_range(a: int, b: int) -> tuple[str, ...]:
+        return tuple(c for c in columns if any(c.endswith(f"mfcc{i}_mean") or c.endswith(f"mfcc{i}_var")
+                                                 for i in range(a, b + 1)))
+
+    def having(*parts: str) -> tuple[str, ...]:
+        return tuple(c for c in columns if any(p in c for p in parts))
+
+    groups = {
+        "chroma": having("chroma"),
+        "loudness and dynamics": having("rms"),
+        "spectral shape (centroid, bandwidth, rolloff)": having("centroid", "bandwidth", "rolloff"),
+        "zero-crossing rate": having("zero_crossing"),
+        "harmonic/percussive": having("harmon", "perceptr", "hpss"),
+        "tempo": having("tempo"),
+        "mfcc 1": mfcc_range(1, 1),
+        "mfcc 2-5": mfcc_range(2, 5),
+        "mfcc 6-12": mfcc_range(6, 12),
+        "mfcc 13-20": mfcc_range(13, 20),
+    }
+    return {k: v for k, v in groups.items() if v}
+
+
 FEATURE_SETS: dict[str, FeatureSet] = {
     "gtzan57": FeatureSet(
         name="gtzan57",
@@ -163,12 +296,23 @@ FEATURE_SETS: dict[str, FeatureSet] = {
         n_fft=2048,
         hop_length=512,
         columns=tuple(gtzan57_columns()),
-        _fn=_gtzan57,
+        groups=_groups(gtzan57_columns()),
+    ),
+    "levelfree": FeatureSet(
+        name="levelfree",
+        version=1,
+        sample_rate=22050,
+        n_fft=2048,
+        hop_length=512,
+        columns=tuple(_levelfree_columns()),
+        table_columns=tuple(_LEVELFREE_MEASURED),
+        _derive=_levelfree,
+        groups=_groups(_levelfree_columns()),
     ),
 }
 
 #: The feature set new models use unless told otherwise.
-DEFAULT_FEATURE_SET = "gtzan57"
+DEFAULT_FEATURE_SET = "levelfree"
 
 
 def get_feature_set(spec: str | Mapping = DEFAULT_FEATURE_SET) -> FeatureSet:

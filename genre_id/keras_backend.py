@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import ModelError
 
-__all__ = ["import_keras", "build_network", "fit_network", "export_layers", "load_keras_model"]
+__all__ = ["import_keras", "build_network", "fit_network", "export_layers", "scale_output_logits", "load_keras_model"]
 
 
 def import_keras() -> Any:
@@ -38,14 +38,23 @@ def build_network(
     dropout: float = 0.3,
     l2: float = 1e-4,
     learning_rate: float = 1e-3,
+    noise: float = 0.0,
+    label_smoothing: float = 0.0,
     seed: int = 0,
 ) -> Any:
-    """A compiled Keras model: Normalization (adapted on ``x_train``), dense + dropout layers, softmax."""
+    """A compiled Keras model: Normalization (adapted on ``x_train``), dense + dropout layers, softmax.
+
+    ``noise`` adds Gaussian noise of that standard deviation to the
+    normalized inputs while training (a regularizer; inactive at prediction).
+    The model takes one-hot targets.
+    """
     keras = import_keras()
     keras.utils.set_random_seed(seed)
     norm = keras.layers.Normalization(name="normalization")
     norm.adapt(np.asarray(x_train, dtype=np.float32))
     layers: list[Any] = [keras.Input(shape=(x_train.shape[1],), name="features"), norm]
+    if noise > 0:
+        layers.append(keras.layers.GaussianNoise(noise, seed=seed, name="input_noise"))
     for i, units in enumerate(hidden):
         layers.append(
             keras.layers.Dense(
@@ -57,7 +66,7 @@ def build_network(
     model = keras.Sequential(layers, name="genre_id")
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-        loss="sparse_categorical_crossentropy",
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
         metrics=["accuracy"],
     )
     return model
@@ -80,13 +89,15 @@ def fit_network(
     Returns the history (per-epoch metrics) and the best epoch.
     """
     keras = import_keras()
+    n_classes = int(model.outputs[0].shape[-1])
+    onehot = np.eye(n_classes, dtype=np.float32)
     stop = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=patience, restore_best_weights=True, start_from_epoch=5
     )
     history = model.fit(
         np.asarray(x_train, dtype=np.float32),
-        np.asarray(y_train),
-        validation_data=(np.asarray(x_val, dtype=np.float32), np.asarray(y_val)),
+        onehot[np.asarray(y_train)],
+        validation_data=(np.asarray(x_val, dtype=np.float32), onehot[np.asarray(y_val)]),
         epochs=max_epochs,
         batch_size=batch_size,
         callbacks=[stop],
@@ -115,11 +126,18 @@ def export_layers(model: Any) -> tuple[list[dict], dict[str, np.ndarray]]:
             layers.append({"type": "dense", "units": int(layer.units), "activation": act})
             kernel, bias = layer.get_weights()
             arrays[f"{i}.kernel"], arrays[f"{i}.bias"] = kernel, bias
-        elif isinstance(layer, keras.layers.Dropout):
-            continue
+        elif isinstance(layer, (keras.layers.Dropout, keras.layers.GaussianNoise)):
+            continue  # active only while training
         else:
             raise ModelError(f"cannot export layer {layer.name!r} of type {type(layer).__name__}")
     return layers, {k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()}
+
+
+def scale_output_logits(model: Any, factor: float) -> None:
+    """Multiply the last Dense layer's weights by ``factor``: softmax(z) becomes softmax(factor * z)."""
+    last = model.layers[-1]
+    kernel, bias = last.get_weights()
+    last.set_weights([kernel * factor, bias * factor])
 
 
 def load_keras_model(path: Path) -> Any:

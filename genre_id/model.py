@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
+import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,7 +71,10 @@ class DenseNetwork:
     arrays: dict[str, np.ndarray]
 
     def __post_init__(self) -> None:
+        width = None  # the size of the vectors flowing into the current layer, once known
         for i, layer in enumerate(self.layers):
+            if not isinstance(layer, dict):
+                raise ModelError(f"layer {i}: not a layer description ({type(layer).__name__})")
             kind = layer.get("type")
             needed = {"normalization": ("mean", "variance"), "dense": ("kernel", "bias")}.get(kind)
             if needed is None:
@@ -79,8 +82,21 @@ class DenseNetwork:
             for name in needed:
                 if f"{i}.{name}" not in self.arrays:
                     raise ModelError(f"layer {i}: array '{name}' is missing")
+                if not np.isfinite(self.arrays[f"{i}.{name}"]).all():
+                    raise ModelError(f"layer {i}: array '{name}' holds NaN or infinite values")
             if kind == "dense" and layer.get("activation", "linear") not in _ACTIVATIONS:
                 raise ModelError(f"layer {i}: unsupported activation {layer.get('activation')!r}")
+            if kind == "normalization":
+                mean, var = self.arrays[f"{i}.mean"], self.arrays[f"{i}.variance"]
+                if mean.size != var.size or (width is not None and mean.size != width) or (var < 0).any():
+                    raise ModelError(f"layer {i}: normalization arrays do not fit the network")
+                width = mean.size
+            else:
+                kernel, bias = self.arrays[f"{i}.kernel"], self.arrays[f"{i}.bias"]
+                if kernel.ndim != 2 or bias.size != kernel.shape[1] or width not in (None, kernel.shape[0]):
+                    raise ModelError(f"layer {i}: dense arrays of shapes {kernel.shape} and {bias.shape} "
+                                     f"do not fit the network")
+                width = kernel.shape[1]
 
     @property
     def n_inputs(self) -> int:
@@ -91,6 +107,13 @@ class DenseNetwork:
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities for ``x`` of shape ``(n, n_inputs)``."""
+        return self._forward(x, softmax=True)
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """The output layer's values before its softmax."""
+        return self._forward(x, softmax=False)
+
+    def _forward(self, x: np.ndarray, *, softmax: bool) -> np.ndarray:
         h = np.asarray(x, dtype=np.float32)
         if h.ndim == 1:
             h = h[None, :]
@@ -104,7 +127,7 @@ class DenseNetwork:
                 act = layer.get("activation", "linear")
                 if act == "relu":
                     h = np.maximum(h, 0)
-                elif act == "softmax":
+                elif act == "softmax" and (softmax or i < len(self.layers) - 1):
                     h = _softmax(h)
         return h.astype(np.float32)
 
@@ -183,6 +206,12 @@ def _check_metadata(meta: Mapping, where: Path) -> None:
     labels = meta["labels"]
     if not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(x, str) for x in labels):
         raise ModelError(f"{where}: model metadata has no valid list of labels")
+    if not isinstance(meta["feature_set"], dict):
+        raise ModelError(f"{where}: model metadata has no valid feature set")
+    for key in ("window_seconds", "min_seconds"):
+        value = meta.get(key, 3.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e6:
+            raise ModelError(f"{where}: model metadata has an invalid '{key}' ({value!r})")
 
 
 def _load_arrays(path: Path) -> dict[str, np.ndarray]:
@@ -212,7 +241,12 @@ def load_bundle(path: str | os.PathLike[str] | None = None, *, backend: str = "n
     layers = meta["network"].get("layers") if isinstance(meta["network"], dict) else None
     if not isinstance(layers, list) or not layers:
         raise ModelError(f"{folder}: model metadata describes no network layers")
-    network = DenseNetwork(layers=layers, arrays=_load_arrays(folder / _WEIGHTS_FILE))
+    try:
+        network = DenseNetwork(layers=layers, arrays=_load_arrays(folder / _WEIGHTS_FILE))
+    except ModelError as exc:
+        if str(exc).startswith(str(folder)):
+            raise
+        raise ModelError(f"{folder}: {exc}") from None
     n_labels = network.arrays[f"{len(layers) - 1}.bias"].shape[-1] if layers[-1]["type"] == "dense" else -1
     if n_labels != len(meta["labels"]):
         raise ModelError(f"{folder}: the network has {n_labels} outputs but the metadata lists {len(meta['labels'])} labels")
@@ -222,10 +256,51 @@ def load_bundle(path: str | os.PathLike[str] | None = None, *, backend: str = "n
     if backend == "keras":
         from .keras_backend import load_keras_model
 
+        _check_keras_file(folder / _KERAS_FILE)
         bundle.keras_model = load_keras_model(folder / _KERAS_FILE)
     elif backend != "numpy":
         raise ModelError(f"unknown backend {backend!r} (choose 'numpy' or 'keras')")
     return bundle
+
+
+#: What a genre-id network's ``model.keras`` may be made of (``module``, ``class_name``).
+_KERAS_MODULES = ("keras", "keras.layers", "keras.initializers", "keras.regularizers", "keras.constraints",
+                  "keras.optimizers", "keras.losses", "keras.metrics", "keras.models")
+_KERAS_CODE_CLASSES = ("Lambda", "TFOpLambda", "__lambda__", "function")
+
+
+def _check_keras_file(path: Path) -> None:
+    """Refuse a ``model.keras`` whose configuration names code, before Keras reads it.
+
+    Keras's safe mode refuses Lambda layers too; this check adds that only
+    Keras's own layers, initializers and the like may appear, whatever the
+    Keras version, and names the offending object.
+    """
+    import zipfile
+
+    if not path.exists():
+        raise ModelError(f"{path.parent}: model folder is incomplete ({path.name} is missing)")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            info = zf.getinfo("config.json")
+            if info.file_size > 16 << 20:
+                raise ModelError(f"{path}: refused to load the Keras model (its configuration is too large)")
+            config = json.loads(zf.read(info).decode("utf-8"))
+    except ModelError:
+        raise
+    except Exception as exc:  # not a zip, no config.json, bad JSON, ...
+        raise ModelError(f"{path}: corrupt Keras model file ({exc.__class__.__name__}: {exc})") from None
+    stack = [config]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            cls, module = node.get("class_name"), node.get("module")
+            if cls in _KERAS_CODE_CLASSES or (module is not None and module not in _KERAS_MODULES):
+                raise ModelError(f"{path}: refused to load the Keras model (it holds {module}.{cls}, "
+                                 f"which may carry code; nothing was executed)")
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 def _write_json(path: Path, data: Mapping) -> None:
@@ -236,16 +311,18 @@ def save_bundle(bundle: ModelBundle, path: str | os.PathLike[str], *, keras_mode
     """Write ``bundle`` as a model folder at ``path``, atomically.
 
     Everything is written into a temporary folder beside ``path`` and fsynced;
-    only then is it renamed into place.  An existing model at ``path`` is
-    replaced only once the new one is complete.
+    only then is it renamed into place (on Linux, atomically exchanged with the
+    existing folder).  An existing model at ``path`` is replaced only once the
+    new one is complete.  Temporary folders left by saves that were killed
+    outright are removed by a later save, once an hour old.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a model folder is an ordinary folder
+    # The name is chosen before the folder exists, so that an interrupt at any
+    # point after the folder is made lands inside the ``try`` that removes it.
+    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
+        tmp.mkdir()  # an ordinary folder (the umask applies), unlike mkdtemp's private one
         keras_model = keras_model if keras_model is not None else bundle.keras_model
         if keras_model is not None:
             keras_model.save(tmp / _KERAS_FILE)
@@ -264,21 +341,73 @@ def save_bundle(bundle: ModelBundle, path: str | os.PathLike[str], *, keras_mode
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     bundle.path = target
+    _remove_stale_leftovers(target)
     return target
 
 
+#: Temporary folders of a save older than this were left by a killed process.
+_STALE_SECONDS = 3600
+
+
+def _remove_stale_leftovers(target: Path) -> None:
+    """Remove the hidden temporary folders that saves killed outright (SIGKILL, power loss) left beside ``target``."""
+    import time
+
+    for leftover in target.parent.glob(f".{target.name}.*-*"):
+        if not (leftover.name.startswith((f".{target.name}.tmp-", f".{target.name}.old-")) and leftover.is_dir()):
+            continue
+        try:
+            if time.time() - leftover.stat().st_mtime > _STALE_SECONDS:
+                shutil.rmtree(leftover, ignore_errors=True)
+        except OSError:
+            pass
+
+
 def _swap_into_place(tmp: Path, target: Path) -> None:
+    """Put the complete folder ``tmp`` at ``target``; at every instant ``target`` is the old or the new model."""
     if not target.exists():
         os.replace(tmp, target)
-        return
-    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-    os.replace(target, old)
+    elif _exchange(tmp, target):
+        shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the previous model
+    else:  # no atomic exchange here: two renames, with a moment when ``target`` is absent
+        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(target, old)
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            os.replace(old, target)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    _fsync_dir(target.parent)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where that is not available."""
+    if not sys.platform.startswith("linux"):
+        return False
     try:
-        os.replace(tmp, target)
-    except BaseException:
-        os.replace(old, target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def network_from_layers(layers: Sequence[dict], arrays: Mapping[str, np.ndarray]) -> DenseNetwork:

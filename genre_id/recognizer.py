@@ -14,7 +14,7 @@ from typing import NamedTuple, Union
 
 import numpy as np
 
-from .errors import GenreIdError, SilentAudioError
+from .errors import FeatureVersionError, GenreIdError, SilentAudioError
 from .extraction import WindowFeatures, extract_file, extract_samples
 from .features import FeatureSet, Features, get_feature_set
 from .model import ModelBundle, load_bundle
@@ -85,7 +85,12 @@ class Recognizer:
 
     def __init__(self, bundle: ModelBundle, *, top: int = 3) -> None:
         self.bundle = bundle
-        self.feature_set: FeatureSet = get_feature_set(bundle.feature_set)
+        try:
+            self.feature_set: FeatureSet = get_feature_set(bundle.feature_set)
+        except FeatureVersionError as exc:
+            if bundle.path is None:
+                raise
+            raise FeatureVersionError(f"{bundle.path}: {exc}") from None
         self.top = top
 
     @classmethod
@@ -115,6 +120,11 @@ class Recognizer:
             if sample_rate is None:
                 raise GenreIdError("identify(samples) needs sample_rate= (Hz)")
             return extract_samples(source, sample_rate=sample_rate, name=name or "audio", **kw)
+        if isinstance(source, bytes):
+            source = os.fsdecode(source)
+        if not isinstance(source, (str, os.PathLike)):
+            raise GenreIdError(f"cannot identify a {type(source).__name__}: pass a path to an audio file "
+                               "or a numpy array of samples")
         return extract_file(source, **kw)
 
     def identify(self, source: AudioSource, *, sample_rate: int | None = None, top: int | None = None) -> Prediction:
@@ -135,7 +145,10 @@ class Recognizer:
         GenreIdError
             The audio cannot be read, is too short, or is silent.
         """
-        name = str(source) if not isinstance(source, np.ndarray) else "audio"
+        if isinstance(source, np.ndarray):
+            name = "audio"
+        else:
+            name = os.fsdecode(source) if isinstance(source, bytes) else str(source)
         return self.classify(self.features(source, sample_rate=sample_rate, name=name), top=top, name=name)
 
     def classify(self, windows: WindowFeatures | Features, *, top: int | None = None, name: str = "audio") -> Prediction:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import platform
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from importlib import metadata as _md
 
 import numpy as np
 
+from .augment import Deltas, augment_rows
 from .dataset import Dataset
 from .errors import DatasetError
 from .model import MODEL_FORMAT, MODEL_FORMAT_VERSION, ModelBundle, network_from_layers
@@ -32,20 +33,46 @@ class TrainConfig:
     batch_size: int = 32
     max_epochs: int = 400
     patience: int = 30  #: epochs without a better validation loss before stopping
-    val_fraction: float = 0.15  #: share of tracks held out for early stopping
+    val_fraction: float = 0.25  #: share of tracks held out for early stopping
+    val_block: int = 10  #: hold out runs of this many consecutive tracks (0: single tracks)
+    noise: float = 0.2  #: std of Gaussian noise added to normalized inputs while training
+    label_smoothing: float = 0.2  #: keeps confidence honest on unfamiliar music
+    calibrate: bool = False  #: fit a softmax temperature on the validation tracks
+    augment_copies: int = 4  #: copies of the training rows shifted by perturbation deltas (when given)
     seed: int = 0
 
 
-def track_split(y: np.ndarray, groups: np.ndarray, *, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of a training and a validation part, stratified by genre, grouped by track."""
+def track_split(
+    y: np.ndarray, groups: np.ndarray, *, val_fraction: float, seed: int, block: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of a training and a validation part, stratified by genre, grouped by track.
+
+    With ``block`` > 0, tracks are held out in runs of ``block`` consecutive
+    tracks (in name order, within a genre) rather than one by one.  Collections
+    are usually ordered by artist or album, so such runs look like new artists
+    to the model, as the test data will: early stopping and calibration then
+    judge the model on unfamiliar music rather than on near-copies of its
+    training tracks.
+    """
     from sklearn.model_selection import StratifiedGroupKFold
 
     n_splits = max(2, int(round(1.0 / val_fraction)))
-    n_tracks = len(set(groups.tolist()))
-    if n_tracks < n_splits:
-        raise DatasetError(f"too few tracks ({n_tracks}) to hold out {val_fraction:.0%} for validation")
+    units = groups
+    if block > 0:
+        names = sorted(set(groups.tolist()))
+        genre_of = dict(zip(groups.tolist(), y.tolist()))
+        rank: dict[str, int] = {}
+        seen: dict[str, int] = {}
+        for name in names:
+            g = genre_of[name]
+            rank[name] = seen.get(g, 0)
+            seen[g] = rank[name] + 1
+        units = np.asarray([f"{genre_of[t]}#{rank[t] // block}" for t in groups.tolist()])
+    n_units = len(set(units.tolist()))
+    if n_units < n_splits:
+        raise DatasetError(f"too few tracks ({len(set(groups.tolist()))}) to hold out {val_fraction:.0%} for validation")
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    train_idx, val_idx = next(splitter.split(np.zeros(len(y)), y, groups))
+    train_idx, val_idx = next(splitter.split(np.zeros(len(y)), y, units))
     return train_idx, val_idx
 
 
@@ -58,6 +85,18 @@ def library_versions() -> dict[str, str]:
         except _md.PackageNotFoundError:
             pass
     return out
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """The softmax temperature that minimises the negative log-likelihood of ``y`` (Guo et al., 2017)."""
+    from scipy.optimize import minimize_scalar
+
+    def nll(log_t: float) -> float:
+        z = logits / np.exp(log_t)
+        z = z - z.max(axis=1, keepdims=True)
+        return float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(y)), y]))
+
+    return float(np.exp(minimize_scalar(nll, bounds=(-3, 3), method="bounded").x))
 
 
 def _accuracy(bundle_proba: np.ndarray, y: np.ndarray) -> float:
@@ -74,6 +113,7 @@ def fit(
     min_seconds: float = 3.0,
     command: str = "",
     verbose: int = 0,
+    deltas: Deltas | None = None,
     extra_metadata: dict | None = None,
 ) -> ModelBundle:
     """Train a genre network on ``data`` and return it with complete metadata.
@@ -81,24 +121,40 @@ def fit(
     A stratified, track-level share of the data (``config.val_fraction``) is
     held out; training stops when its loss has not improved for
     ``config.patience`` epochs and the best weights are kept.  The reported
-    validation accuracy is on those held-out tracks.
+    validation accuracy is on those held-out tracks.  With ``deltas``
+    (:func:`genre_id.augment.perturbation_deltas`), the training rows (never
+    the validation rows) are augmented with ``config.augment_copies`` shifted
+    copies.
     """
-    from .keras_backend import build_network, export_layers, fit_network
+    from .keras_backend import build_network, export_layers, fit_network, scale_output_logits
 
     labels = data.labels
     if len(labels) < 2:
         raise DatasetError(f"{data.source}: needs at least two genres, found {len(labels)}")
     y = data.encoded(labels)
-    train_idx, val_idx = track_split(data.y, data.groups, val_fraction=config.val_fraction, seed=config.seed)
+    train_idx, val_idx = track_split(data.y, data.groups, val_fraction=config.val_fraction, seed=config.seed,
+                                     block=config.val_block)
     x_train, x_val = data.x[train_idx], data.x[val_idx]
+    x_fit, y_fit = x_train, y[train_idx]
+    if deltas is not None:
+        if deltas.values.shape[1] != data.x.shape[1]:
+            raise DatasetError("the perturbation deltas were measured with another feature set")
+        x_fit, y_fit = augment_rows(x_train, y[train_idx], deltas.values, copies=config.augment_copies,
+                                    seed=config.seed)
     model = build_network(
         x_train, n_classes=len(labels), hidden=config.hidden, dropout=config.dropout, l2=config.l2,
-        learning_rate=config.learning_rate, seed=config.seed,
+        learning_rate=config.learning_rate, noise=config.noise, label_smoothing=config.label_smoothing,
+        seed=config.seed,
     )
     result = fit_network(
-        model, x_train, y[train_idx], x_val, y[val_idx], max_epochs=config.max_epochs,
+        model, x_fit, y_fit, x_val, y[val_idx], max_epochs=config.max_epochs,
         patience=config.patience, batch_size=config.batch_size, verbose=verbose,
     )
+    temperature = 1.0
+    if config.calibrate:
+        layers, arrays = export_layers(model)
+        temperature = fit_temperature(network_from_layers(layers, arrays).logits(x_val), y[val_idx])
+        scale_output_logits(model, 1.0 / temperature)
     layers, arrays = export_layers(model)
     network = network_from_layers(layers, arrays)
     metrics = {
@@ -106,6 +162,7 @@ def fit(
         "validation_accuracy": _accuracy(network.predict_proba(x_val), y[val_idx]),
         "validation_loss": float(min(result["history"]["val_loss"])),
         "validation_tracks": int(len(set(data.groups[val_idx].tolist()))),
+        "temperature": temperature,
         "note": "validation tracks also decided when training stopped; see `genre-id evaluate` for held-out test figures",
     }
     meta = {
@@ -122,6 +179,7 @@ def fit(
         "training": {
             "command": command,
             "data": data.summary(),
+            "augmentation": None if deltas is None else {**deltas.summary(), "copies": config.augment_copies},
             "best_epoch": result["best_epoch"],
             "epochs_run": result["epochs_run"],
         },

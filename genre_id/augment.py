@@ -1,0 +1,111 @@
+"""Teaching a table-trained model what real-world changes do to its features.
+
+A feature table has no audio, so its rows cannot be re-encoded as mp3 or
+band-limited.  But the *effect* of such a change on the features can be
+measured on a few real clips: the difference between a clip's features after
+the change and before (a "delta").  Adding deltas drawn at random to the
+training rows shows the network how far each change moves a recording, so it
+learns decisions that survive them (feature-space augmentation).
+
+Deltas are genre-agnostic (a codec does not know the genre) and carry the
+track they came from, so evaluation can leave out those of test tracks.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .cache import FeatureCache, file_digest
+from .features import get_feature_set
+
+__all__ = ["Deltas", "perturbation_deltas", "augment_rows"]
+
+
+@dataclass(frozen=True)
+class Deltas:
+    """Feature changes caused by perturbations: one row per (clip, perturbation)."""
+
+    values: np.ndarray
+    tracks: np.ndarray  #: the track id each row was measured on
+    perturbations: np.ndarray  #: the perturbation of each row
+    feature_set: str
+
+    def without(self, tracks: Sequence[str]) -> "Deltas":
+        """The deltas not measured on ``tracks``."""
+        keep = ~np.isin(self.tracks, list(tracks))
+        return Deltas(self.values[keep], self.tracks[keep], self.perturbations[keep], self.feature_set)
+
+    def summary(self) -> dict:
+        return {"rows": int(len(self.values)), "clips": int(len(set(self.tracks.tolist()))),
+                "perturbations": sorted(set(self.perturbations.tolist())), "feature_set": self.feature_set}
+
+
+def _clip_features(path: str, feature_set: str, names: list[str], cache_dir: str | None) -> dict[str, np.ndarray]:
+    """Features of the clip at ``path``, unchanged and under each perturbation (first window each)."""
+    import soundfile as sf
+
+    from .extraction import extract_samples
+    from .perturb import PERTURBATIONS
+
+    fs = get_feature_set(feature_set)
+    cache = FeatureCache(cache_dir, namespace=f"{fs.name}-v{fs.version}-perturbed") if cache_dir else None
+    digest = file_digest(path) if cache else ""
+    if cache is not None:
+        entry = cache.get(digest)
+        if entry is not None and list(entry["names"]) == ["original", *names]:
+            return dict(zip(["original", *names], entry["values"]))
+    y, sr = sf.read(path, dtype="float32", always_2d=True)
+    y = y.mean(axis=1)
+    out = {"original": extract_samples(y, sample_rate=sr, feature_set=fs, name=path).values[0]}
+    for n in names:
+        z, zsr = PERTURBATIONS[n](y, sr)
+        out[n] = extract_samples(z, sample_rate=zsr, feature_set=fs, name=path).values[0]
+    if cache is not None:
+        cache.put(digest, values=np.vstack(list(out.values())), names=np.asarray(list(out)))
+    return out
+
+
+def perturbation_deltas(
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    tracks: Sequence[str],
+    feature_set: str,
+    perturbations: Sequence[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    workers: int | None = None,
+) -> Deltas:
+    """Measure every perturbation's feature delta on each clip in ``paths`` (all cores, cached)."""
+    from .extraction import _worker_init
+    from .perturb import PERTURBATIONS
+
+    names = list(perturbations or PERTURBATIONS)
+    ctx = multiprocessing.get_context("spawn")
+    cache = None if cache_dir is None else str(Path(cache_dir))
+    with ProcessPoolExecutor(max_workers=workers or os.cpu_count(), mp_context=ctx, initializer=_worker_init) as pool:
+        feats = list(pool.map(_clip_features, [str(p) for p in paths], [feature_set] * len(paths),
+                              [names] * len(paths), [cache] * len(paths)))
+    values, track_col, pert_col = [], [], []
+    for f, t in zip(feats, tracks):
+        for n in names:
+            values.append(f[n] - f["original"])
+            track_col.append(t)
+            pert_col.append(n)
+    return Deltas(np.asarray(values), np.asarray(track_col), np.asarray(pert_col), feature_set)
+
+
+def augment_rows(
+    x: np.ndarray, y: np.ndarray, deltas: np.ndarray, *, copies: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` and ``y`` followed by ``copies`` copies of ``x``, each row plus a random delta."""
+    if copies <= 0 or not len(deltas):
+        return x, y
+    rng = np.random.default_rng(seed)
+    extra = [x + deltas[rng.integers(len(deltas), size=len(x))] for _ in range(copies)]
+    return np.vstack([x, *extra]), np.concatenate([y] * (copies + 1))

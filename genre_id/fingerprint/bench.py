@@ -1,0 +1,354 @@
+"""The fingerprint benchmark and threshold tuning (``scripts/bench_fingerprint.py``).
+
+Everything is measured on the real clips of a folder laid out
+``<genre>/<file>`` (the shared ``gtzan_mini``: 10 clips of 30 s per genre),
+seeded, in temporary databases that are deleted afterwards.
+
+Benchmark (:func:`run_benchmark`):
+
+- the whole folder is indexed (indexing speed, index size);
+- ``excerpts`` 5 s excerpts per clip at random offsets, with white noise at
+  10 dB SNR, are identified: correct means the right clip *and* an offset
+  within ±0.1 s of the truth;
+- the same excerpts after an MP3 round trip at 128 kbps (libsndfile's LAME,
+  constant bit rate) and a random gain of -12 to +6 dB;
+- the warm query time of those excerpts (95th percentile);
+- false matches: the first 5 clips of each genre are indexed alone and the
+  other 5 of each genre queried (clean and noisy 5 s excerpts, and the whole
+  clip); any match is false.
+
+Tuning (:func:`run_tuning`) uses other clips than the false-match measure
+reports on: the first 3 clips of each genre are indexed, and the 4th and 5th
+clips of each genre (never queries of the benchmark) are queried; it prints the
+scores chance alignments reach, from which
+:data:`~genre_id.fingerprint.matching.DEFAULT_THRESHOLD` was set.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import resource
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import soundfile as sf
+
+from ..audio import load
+from .index import FingerprintIndex, Match
+from .matching import MatchThreshold
+from .metadata import find_audio_files
+
+__all__ = [
+    "BenchRow",
+    "add_noise",
+    "clips_by_genre",
+    "default_data_dir",
+    "format_table",
+    "mp3_round_trip",
+    "run_benchmark",
+    "run_tuning",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+EXCERPT_SECONDS = 5.0
+SNR_DB = 10.0
+MP3_KBPS = 128
+GAIN_DB = (-12.0, 6.0)
+OFFSET_TOLERANCE = 0.1  # seconds
+MP3_BYTES_PER_SECOND = MP3_KBPS * 1000 / 8
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    """One line of the benchmark table."""
+
+    measure: str
+    value: str
+    target: str
+    passed: bool | None  #: ``None`` for a measure that is only reported
+
+
+def default_data_dir() -> Path:
+    """The shared clips: ``$GENRE_ID_SHARED_DATA/gtzan_mini``, else ``../shared/data/gtzan_mini`` beside the repo."""
+    root = os.environ.get("GENRE_ID_SHARED_DATA")
+    base = Path(root) if root else Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+    return base / "gtzan_mini"
+
+
+def clips_by_genre(data_dir: PathLike) -> dict[str, list[Path]]:
+    """Audio files of ``data_dir`` grouped by their parent folder (the genre), sorted."""
+    groups: dict[str, list[Path]] = defaultdict(list)
+    for path in find_audio_files(data_dir):
+        groups[path.parent.name].append(path)
+    return {g: sorted(paths) for g, paths in sorted(groups.items())}
+
+
+def add_noise(samples: np.ndarray, *, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    """``samples`` plus white Gaussian noise whose power is ``snr_db`` below theirs."""
+    power = float(np.mean(np.square(samples, dtype=np.float64)))
+    sigma = np.sqrt(power / 10 ** (snr_db / 10)) if power > 0 else 0.0
+    return (samples + rng.normal(0.0, sigma, samples.size)).astype(np.float32)
+
+
+def _mp3_compression_level(kbps: int, sample_rate: int) -> float:
+    """libsndfile's compression level (0 best, 1 worst) giving ``kbps`` in CBR mode.
+
+    libsndfile maps the level linearly onto the bit rates LAME allows at the
+    sample rate: 32-320 kbps for MPEG-1 (32 kHz and up), 8-160 kbps for
+    MPEG-2 (16-24 kHz).
+    """
+    lo, hi = (32, 320) if sample_rate >= 32000 else (8, 160)
+    return float(np.clip((hi - kbps) / (hi - lo), 0.0, 1.0))
+
+
+def mp3_round_trip(samples: np.ndarray, *, sample_rate: int, kbps: int = MP3_KBPS) -> tuple[np.ndarray, float]:
+    """Encode to MP3 (constant ``kbps``) in memory and decode; return ``(samples, measured kbps)``."""
+    buf = io.BytesIO()
+    level = _mp3_compression_level(kbps, sample_rate)
+    sf.write(
+        buf, np.clip(samples, -1.0, 1.0), sample_rate, format="MP3", bitrate_mode="CONSTANT", compression_level=level
+    )
+    size = buf.tell()
+    buf.seek(0)
+    decoded, _ = sf.read(buf, dtype="float32")
+    measured = size * 8 / 1000 / (samples.size / sample_rate)
+    return np.asarray(decoded, dtype=np.float32), measured
+
+
+@dataclass(frozen=True)
+class _Query:
+    clip: int  #: index into the clip list
+    start: float  #: true offset, seconds
+    samples: np.ndarray
+
+
+def _excerpts(
+    audio: Sequence[np.ndarray], clips: Sequence[int], *, per_clip: int, sr: int, rng: np.random.Generator
+) -> list[_Query]:
+    n = int(EXCERPT_SECONDS * sr)
+    out = []
+    for c in clips:
+        y = audio[c]
+        for start in rng.integers(0, max(1, y.size - n), per_clip):
+            out.append(_Query(c, start / sr, y[start : start + n]))
+    return out
+
+
+def _is_correct(match: Match | None, query: _Query, files: Sequence[Path]) -> bool:
+    return (
+        match is not None
+        and Path(match.file) == files[query.clip].resolve()
+        and abs(match.offset - query.start) <= OFFSET_TOLERANCE
+    )
+
+
+def _build(db: Path, files: Sequence[Path]) -> tuple[FingerprintIndex, float, float]:
+    """Index ``files`` into a new database; return it, wall seconds and CPU seconds."""
+    index = FingerprintIndex.open(db)
+    wall, cpu = time.perf_counter(), time.process_time()
+    for f in files:
+        index.add(f)
+    index.store.checkpoint()
+    return index, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _identify_all(
+    index: FingerprintIndex, queries: Sequence[_Query], sr: int
+) -> tuple[list[Match | None], list[float]]:
+    index.match(queries[0].samples, sr)  # warm up caches
+    seconds: list[float] = []
+    return [_timed_match(index, q.samples, sr, seconds) for q in queries], seconds
+
+
+def _timed_match(index: FingerprintIndex, samples: np.ndarray, sr: int, seconds: list[float]) -> Match | None:
+    """``index.match(samples, sr)``, appending its wall time to ``seconds``."""
+    t = time.perf_counter()
+    match = index.match(samples, sr)
+    seconds.append(time.perf_counter() - t)
+    return match
+
+
+def _rate_row(
+    name: str,
+    matches: Sequence[Match | None],
+    queries: Sequence[_Query],
+    files: Sequence[Path],
+    log: Callable[[str], None],
+) -> BenchRow:
+    scores = [m.score for m, q in zip(matches, queries) if m is not None and _is_correct(m, q, files)]
+    if scores:
+        log(f"{name}: scores of correct matches: min {min(scores)}, median {int(np.median(scores))}")
+    good = len(scores)
+    wrong = sum(m is not None and not _is_correct(m, q, files) for m, q in zip(matches, queries))
+    rate = good / len(queries)
+    return BenchRow(name, f"{100 * rate:.1f}% ({good}/{len(queries)}, {wrong} wrong)", ">= 95%", rate >= 0.95)
+
+
+def run_benchmark(
+    data_dir: PathLike,
+    *,
+    seed: int = 0,
+    excerpts: int = 5,
+    log: Callable[[str], None] = print,
+) -> list[BenchRow]:
+    """Measure the fingerprinting of the clips under ``data_dir``; return the table rows."""
+    rng = np.random.default_rng(seed)
+    groups = clips_by_genre(data_dir)
+    files = [f for paths in groups.values() for f in paths]
+    if not files:
+        raise FileNotFoundError(f"{data_dir}: no audio files")
+    sr = int(sf.info(str(files[0])).samplerate)
+    audio = [load(f, sample_rate=sr) for f in files]
+    seconds = sum(y.size for y in audio) / sr
+    log(f"{len(files)} clips in {len(groups)} genres, {seconds / 60:.1f} min of audio at {sr} Hz; seed {seed}")
+    rows: list[BenchRow] = []
+    with tempfile.TemporaryDirectory(prefix="bench_fp_") as tmp:
+        index, wall, cpu = _build(Path(tmp) / "all.sqlite", files)
+        with index:
+            stats = index.store.stats()
+            log(
+                f"indexed: {stats.hashes} hashes ({stats.hashes / seconds:.0f}/s of audio)"
+                f" in {wall:.2f} s wall, {cpu:.2f} s CPU"
+            )
+            queries = _excerpts(audio, range(len(files)), per_clip=excerpts, sr=sr, rng=rng)
+            index.match(queries[0].samples, sr)  # warm up caches
+            matches: list[Match | None] = []
+            coded_matches: list[Match | None] = []
+            times: list[float] = []
+            rates: list[float] = []
+            for q in queries:  # one query at a time: the noisy and coded copies are not kept
+                noisy = add_noise(q.samples, snr_db=SNR_DB, rng=rng)
+                matches.append(_timed_match(index, noisy, sr, times))
+                coded, kbps = mp3_round_trip(noisy, sample_rate=sr)
+                gain = 10 ** (rng.uniform(*GAIN_DB) / 20)
+                coded_matches.append(_timed_match(index, (coded * gain).astype(np.float32), sr, times))
+                rates.append(kbps)
+            rows.append(_rate_row(f"5 s excerpts, white noise {SNR_DB:g} dB SNR", matches, queries, files, log))
+            log(f"mp3 round trip: {np.mean(rates):.1f} kbps measured; gain {GAIN_DB[0]:g} to +{GAIN_DB[1]:g} dB")
+            rows.append(_rate_row(f"same + mp3 {MP3_KBPS} kbps + gain", coded_matches, queries, files, log))
+            p95 = float(np.percentile(times, 95))
+            log(f"query time: median {1000 * np.median(times):.1f} ms over {len(times)} queries")
+            rows.append(BenchRow("query time, warm, 5 s excerpt (p95)", f"{p95:.3f} s", "<= 0.3 s", p95 <= 0.3))
+        rows.append(
+            BenchRow("indexing speed (one process)", f"{seconds / wall:.0f}x real time", ">= 50x", seconds / wall >= 50)
+        )
+        rows.append(
+            BenchRow(
+                "index size",
+                f"{stats.bytes / seconds:.0f} B/s of audio"
+                f" ({stats.bytes / seconds / MP3_BYTES_PER_SECOND:.2f}x mp3 128k)",
+                "report",
+                None,
+            )
+        )
+        rows.append(_false_match_row(Path(tmp) / "half.sqlite", groups, files, audio, sr, rng))
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    log(f"peak memory {peak_mb:.0f} MB")
+    return rows
+
+
+def _unindexed_queries(
+    audio: Sequence[np.ndarray], clips: Sequence[int], *, sr: int, rng: np.random.Generator, per_clip: int
+) -> list[_Query]:
+    """Per clip: ``per_clip`` clean and ``per_clip`` noisy 5 s excerpts, and the whole clip."""
+    clean = _excerpts(audio, clips, per_clip=per_clip, sr=sr, rng=rng)
+    noisy = [
+        _Query(q.clip, q.start, add_noise(q.samples, snr_db=SNR_DB, rng=rng))
+        for q in _excerpts(audio, clips, per_clip=per_clip, sr=sr, rng=rng)
+    ]
+    whole = [_Query(c, 0.0, audio[c]) for c in clips]
+    return clean + noisy + whole
+
+
+def _split(groups: dict[str, list[Path]], files: Sequence[Path], lo: int, hi: int) -> list[int]:
+    """Indexes (into ``files``) of clips ``lo`` to ``hi - 1`` of each genre."""
+    pos = {f: i for i, f in enumerate(files)}
+    return [pos[f] for paths in groups.values() for f in paths[lo:hi]]
+
+
+def _false_match_row(
+    db: Path,
+    groups: dict[str, list[Path]],
+    files: Sequence[Path],
+    audio: Sequence[np.ndarray],
+    sr: int,
+    rng: np.random.Generator,
+) -> BenchRow:
+    indexed, queried = _split(groups, files, 0, 5), _split(groups, files, 5, 10)
+    index, _, _ = _build(db, [files[i] for i in indexed])
+    with index:
+        queries = _unindexed_queries(audio, queried, sr=sr, rng=rng, per_clip=2)
+        matches, _ = _identify_all(index, queries, sr)
+    false = sum(m is not None for m in matches)
+    return BenchRow(
+        f"false matches, {len(queried)} unindexed clips",
+        f"{false} in {len(queries)} queries",
+        "0 in >= 50",
+        false == 0 and len(queries) >= 50,
+    )
+
+
+def run_tuning(data_dir: PathLike, *, seed: int = 1, log: Callable[[str], None] = print) -> None:
+    """Print the scores of chance alignments and of true matches, on clips the benchmark does not report on.
+
+    Index the first 3 clips of each genre; unindexed queries come from the 4th and 5th
+    (5 s, 10 s and whole clips, clean and noisy); true queries are noisy
+    5 s excerpts of the indexed clips.  The threshold is set well above the
+    worst chance alignment and well below the weakest true match.
+    """
+    rng = np.random.default_rng(seed)
+    groups = clips_by_genre(data_dir)
+    files = [f for paths in groups.values() for f in paths]
+    sr = int(sf.info(str(files[0])).samplerate)
+    audio = [load(f, sample_rate=sr) for f in files]
+    indexed, queried = _split(groups, files, 0, 3), _split(groups, files, 3, 5)
+    # No threshold: every query reports its best candidate.
+    open_threshold = MatchThreshold(min_score=1, min_ratio=0.0)
+    with tempfile.TemporaryDirectory(prefix="tune_fp_") as tmp:
+        index, _, _ = _build(Path(tmp) / "tune.sqlite", [files[i] for i in indexed])
+        index.threshold = open_threshold
+        with index:
+            false_q = _unindexed_queries(audio, queried, sr=sr, rng=rng, per_clip=10)
+            n10 = int(10 * sr)
+            false_q += [
+                _Query(c, 0.0, audio[c][s : s + n10]) for c in queried for s in rng.integers(0, audio[c].size - n10, 5)
+            ]
+            false_m, _ = _identify_all(index, false_q, sr)
+            true_q = [
+                _Query(q.clip, q.start, add_noise(q.samples, snr_db=SNR_DB, rng=rng))
+                for q in _excerpts(audio, indexed, per_clip=5, sr=sr, rng=rng)
+            ]
+            true_m, _ = _identify_all(index, true_q, sr)
+    f_scores = np.array([0 if m is None else m.score for m in false_m])
+    f_ratio = np.array([0.0 if m is None else m.score / max(m.second_score, 1) for m in false_m])
+    t_scores = np.array([m.score if m is not None and _is_correct(m, q, files) else 0 for m, q in zip(true_m, true_q)])
+    log(f"chance alignments ({len(false_q)} unindexed queries of clips 4-5 per genre, index of clips 1-3):")
+    log(
+        f"  best score: max {f_scores.max()}, 99th pct {np.percentile(f_scores, 99):.1f},"
+        f" median {np.median(f_scores):.0f}"
+    )
+    log(f"  best/second ratio: max {f_ratio.max():.2f}, 99th pct {np.percentile(f_ratio, 99):.2f}")
+    log(f"  highest (score, ratio) by score: {sorted(zip(f_scores.tolist(), np.round(f_ratio, 2).tolist()))[-5:]}")
+    log(f"  highest (ratio, score) by ratio: {sorted(zip(np.round(f_ratio, 2).tolist(), f_scores.tolist()))[-5:]}")
+    log(f"true matches ({len(true_q)} noisy 5 s excerpts of indexed clips):")
+    log(f"  score: min {t_scores.min()}, 1st pct {np.percentile(t_scores, 1):.1f}, median {np.median(t_scores):.0f}")
+
+
+def format_table(rows: Sequence[BenchRow]) -> str:
+    """The rows as an aligned text table: measure, value, target, pass/fail."""
+    header = ("measure", "value", "target", "result")
+    cells = [header] + [
+        (r.measure, r.value, r.target, "-" if r.passed is None else ("pass" if r.passed else "FAIL")) for r in rows
+    ]
+    widths = [max(len(c[i]) for c in cells) for i in range(4)]
+    lines = ["  ".join(c[i].ljust(widths[i]) for i in range(4)).rstrip() for c in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -1,0 +1,512 @@
+"""Where fingerprints live: the :class:`FingerprintStore` interface and its SQLite implementation.
+
+:class:`FingerprintStore` is what :class:`~genre_id.fingerprint.index.FingerprintIndex`
+needs from a database: recordings keyed by content hash, their landmark
+hashes, and a lookup of many hashes at once.  :class:`SQLiteStore` implements
+it in one embedded SQLite file; a server database can replace it by
+implementing the same methods.
+
+The SQLite file holds three tables:
+
+``meta``
+    key/value text: the schema version and the fingerprint parameters (JSON).
+    A database refuses to be used with other parameters.
+``recordings``
+    one row per recording: id, sha256 of the file's bytes (unique), title,
+    artist, path, duration, number of hashes, time added, and the sorted
+    distinct hashes (delta-coded, zlib-compressed uint32 bytes; no pickle) so
+    that removing a recording deletes its rows by primary key instead of
+    scanning the whole table.
+``hashes``
+    ``(hash, recording_id, t)``, a ``WITHOUT ROWID`` table whose primary key
+    is the lookup index, so each landmark is stored once.
+
+Concurrency and atomicity: the file is in WAL mode, so readers never block
+the writer; every write is one ``BEGIN IMMEDIATE`` transaction (a whole
+recording or nothing), and a busy database is waited for (``busy_timeout``).
+Two processes may add to the same file at once; a process interrupted in the
+middle of an addition leaves the database as it was before that addition.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import os
+import sqlite3
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from itertools import repeat
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+
+from ..errors import GenreIdError
+from .landmarks import DEFAULT_PARAMS, FingerprintParams, Landmarks
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "FingerprintDBError",
+    "FingerprintStore",
+    "NewRecording",
+    "Recording",
+    "SQLiteStore",
+    "StoreStats",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+#: Version of the SQLite layout; bumped when the tables change.
+SCHEMA_VERSION = 1
+
+#: Seconds a write waits for another process's transaction before giving up.
+BUSY_TIMEOUT_SECONDS = 60.0
+
+#: Size the write-ahead log is cut back to after a checkpoint, bytes.
+_WAL_LIMIT_BYTES = 16 << 20
+
+#: Hashes looked up per SQL statement (SQLite limits bound parameters).
+_LOOKUP_CHUNK = 900
+
+
+class FingerprintDBError(GenreIdError):
+    """A fingerprint database is missing, corrupt, locked or made with other parameters."""
+
+
+@dataclass(frozen=True)
+class NewRecording:
+    """What is known about a file before it is stored."""
+
+    title: str
+    artist: str | None  #: ``None`` when neither tags nor the file name tell
+    path: str  #: absolute path of the file when it was added
+    sha256: str  #: hex digest of the file's bytes
+    duration: float  #: seconds of audio
+
+
+@dataclass(frozen=True)
+class Recording:
+    """A recording in the database."""
+
+    id: int
+    title: str
+    artist: str | None
+    path: str
+    sha256: str
+    duration: float  #: seconds of audio
+    n_hashes: int  #: landmark hashes stored for it
+    added_at: str  #: ISO 8601 time (UTC) it was added
+
+    def to_dict(self) -> dict[str, object]:
+        """The recording as a JSON-ready dict."""
+        return {
+            "id": self.id,
+            "title": self.title,
+            "artist": self.artist,
+            "file": self.path,
+            "sha256": self.sha256,
+            "duration": round(self.duration, 3),
+            "n_hashes": self.n_hashes,
+            "added_at": self.added_at,
+        }
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    """Sizes of a store."""
+
+    recordings: int
+    hashes: int
+    seconds: float  #: total duration of the stored recordings
+    bytes: int  #: size on disk (database plus write-ahead log), 0 if unknown
+
+
+class FingerprintStore(abc.ABC):
+    """What a fingerprint database must do; see :class:`SQLiteStore`.
+
+    Implementations must make :meth:`add` and :meth:`remove` atomic and safe
+    against concurrent writers.
+    """
+
+    @property
+    @abc.abstractmethod
+    def params(self) -> FingerprintParams:
+        """The fingerprint parameters every stored hash was made with."""
+
+    @abc.abstractmethod
+    def get(self, recording_id: int) -> Recording | None:
+        """The recording with this id, or ``None``."""
+
+    @abc.abstractmethod
+    def get_by_sha256(self, sha256: str) -> Recording | None:
+        """The recording whose file bytes have this sha256, or ``None``."""
+
+    @abc.abstractmethod
+    def get_by_path(self, path: str) -> Recording | None:
+        """The recording added from this absolute path, or ``None``."""
+
+    @abc.abstractmethod
+    def recordings(self) -> list[Recording]:
+        """All recordings, by id."""
+
+    @abc.abstractmethod
+    def add(self, recording: NewRecording, landmarks: Landmarks) -> Recording | None:
+        """Store a recording and its hashes in one transaction.
+
+        Returns ``None`` (and changes nothing) when a recording with the same
+        sha256 is already stored.  A recording stored earlier from the same
+        path (a file that has since changed) is replaced.
+        """
+
+    @abc.abstractmethod
+    def remove(self, recording_id: int) -> bool:
+        """Delete a recording and its hashes in one transaction; ``False`` if absent."""
+
+    @abc.abstractmethod
+    def lookup(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every stored landmark whose hash is in ``hashes``.
+
+        Returns int64 arrays ``(hash, recording_id, t)``, one entry per stored
+        landmark (not per query hash), in no particular order.
+        """
+
+    @abc.abstractmethod
+    def stats(self) -> StoreStats:
+        """Counts and size of the store."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the database."""
+
+    def checkpoint(self) -> None:
+        """Fold pending writes into the main database file where that applies (no-op by default)."""
+
+    def __enter__(self) -> FingerprintStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _encode_hash_set(hashes: np.ndarray) -> bytes:
+    """Sorted distinct hashes as zlib-compressed little-endian uint32 deltas."""
+    uniq = np.unique(hashes.astype(np.int64))
+    deltas = np.diff(uniq, prepend=0).astype("<u4")
+    return zlib.compress(deltas.tobytes(), 6)
+
+
+def _decode_hash_set(blob: bytes) -> np.ndarray:
+    deltas = np.frombuffer(zlib.decompress(blob), dtype="<u4").astype(np.int64)
+    return np.cumsum(deltas)
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS recordings (
+    id INTEGER PRIMARY KEY,
+    sha256 TEXT NOT NULL UNIQUE,
+    title TEXT NOT NULL,
+    artist TEXT,
+    path TEXT NOT NULL,
+    duration REAL NOT NULL,
+    n_hashes INTEGER NOT NULL,
+    added_at TEXT NOT NULL,
+    hash_set BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS recordings_path ON recordings (path);
+CREATE TABLE IF NOT EXISTS hashes (
+    hash INTEGER NOT NULL,
+    recording_id INTEGER NOT NULL,
+    t INTEGER NOT NULL,
+    PRIMARY KEY (hash, recording_id, t)
+) WITHOUT ROWID;
+"""
+
+_RECORDING_COLUMNS = "id, title, artist, path, sha256, duration, n_hashes, added_at"
+
+
+def _row_to_recording(row: tuple) -> Recording:
+    return Recording(
+        id=int(row[0]),
+        title=str(row[1]),
+        artist=None if row[2] is None else str(row[2]),
+        path=str(row[3]),
+        sha256=str(row[4]),
+        duration=float(row[5]),
+        n_hashes=int(row[6]),
+        added_at=str(row[7]),
+    )
+
+
+class SQLiteStore(FingerprintStore):
+    """A :class:`FingerprintStore` in one SQLite file (WAL mode).
+
+    Open with :meth:`open`.  One instance serves one thread; any number of
+    processes may open the same file.
+    """
+
+    def __init__(self, connection: sqlite3.Connection, path: Path, params: FingerprintParams) -> None:
+        self._conn = connection
+        self._path = path
+        self._params = params
+
+    # -- opening -----------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        path: PathLike,
+        *,
+        create: bool = True,
+        params: FingerprintParams = DEFAULT_PARAMS,
+    ) -> SQLiteStore:
+        """Open (and with ``create``, make if absent) the database at ``path``.
+
+        Raises :class:`FingerprintDBError` when the file is absent and
+        ``create`` is false, is not an SQLite database, or was made with other
+        fingerprint parameters or another schema version.
+        """
+        p = Path(path)
+        if p.is_dir():
+            raise FingerprintDBError(f"{p}: is a directory, not a fingerprint database")
+        if not p.exists():
+            if not create:
+                raise FingerprintDBError(f"{p}: no such fingerprint database (build one with 'genre-id index add')")
+            try:
+                p.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise FingerprintDBError(f"{p}: cannot create the database folder ({exc.strerror or exc})") from None
+        try:
+            conn = sqlite3.connect(str(p), timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=True)
+        except sqlite3.Error as exc:
+            raise FingerprintDBError(f"{p}: cannot open the database ({exc})") from None
+        store = cls(conn, p, params)
+        try:
+            store._initialise(params)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise FingerprintDBError(f"{p}: not a usable fingerprint database ({exc})") from None
+        except BaseException:
+            conn.close()
+            raise
+        return store
+
+    def _initialise(self, params: FingerprintParams) -> None:
+        conn = self._conn
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise sqlite3.DatabaseError(f"cannot switch to WAL mode (mode is {mode})")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute(f"PRAGMA journal_size_limit = {_WAL_LIMIT_BYTES}")
+        wanted = json.dumps(params.to_dict(), sort_keys=True)
+        meta = self._read_meta()
+        if not meta:  # a new file: make the tables (a reader never needs to write)
+            with self._transaction():
+                # executescript() would commit on its own; run the statements one by one inside the transaction.
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                meta = self._read_meta()
+                if not meta:
+                    conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                    conn.execute("INSERT INTO meta (key, value) VALUES ('params', ?)", (wanted,))
+                    return
+        self._check_meta(meta, wanted)
+
+    def _read_meta(self) -> dict[str, str] | None:
+        """The ``meta`` table as a dict, or ``None`` when the table does not exist yet."""
+        try:
+            rows = self._conn.execute("SELECT key, value FROM meta").fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return None
+            raise
+        return {str(k): str(v) for k, v in rows}
+
+    def _check_meta(self, meta: dict[str, str], wanted: str) -> None:
+        if meta.get("schema_version") != str(SCHEMA_VERSION):
+            raise FingerprintDBError(
+                f"{self._path}: database schema version {meta.get('schema_version')!r}; "
+                f"this genre-id reads version {SCHEMA_VERSION}"
+            )
+        if meta.get("params") != wanted:
+            try:
+                theirs = json.loads(meta.get("params", "{}"))
+                label = f"{theirs.get('scheme')} v{theirs.get('version')}"
+            except (ValueError, AttributeError):
+                label = "unreadable parameters"
+            raise FingerprintDBError(
+                f"{self._path}: made with fingerprint {label}, other than this genre-id's "
+                f"{self._params.scheme} v{self._params.version}; rebuild it with 'genre-id index add'"
+            )
+
+    class _Txn:
+        def __init__(self, conn: sqlite3.Connection) -> None:
+            self.conn = conn
+
+        def __enter__(self) -> None:
+            self.conn.execute("BEGIN IMMEDIATE")
+
+        def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+            if exc_type is None:
+                self.conn.execute("COMMIT")
+            elif self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+
+    def _transaction(self) -> SQLiteStore._Txn:
+        """A write transaction: ``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on any error)."""
+        return SQLiteStore._Txn(self._conn)
+
+    # -- reading -----------------------------------------------------------------
+
+    @property
+    def params(self) -> FingerprintParams:
+        return self._params
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self._path
+
+    def _one(self, where: str, value: object) -> Recording | None:
+        row = self._query(f"SELECT {_RECORDING_COLUMNS} FROM recordings WHERE {where} = ?", (value,)).fetchone()
+        return None if row is None else _row_to_recording(row)
+
+    def _query(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
+        try:
+            return self._conn.execute(sql, args)
+        except sqlite3.DatabaseError as exc:
+            raise FingerprintDBError(f"{self._path}: {exc}") from None
+
+    def get(self, recording_id: int) -> Recording | None:
+        return self._one("id", int(recording_id))
+
+    def get_by_sha256(self, sha256: str) -> Recording | None:
+        return self._one("sha256", sha256)
+
+    def get_by_path(self, path: str) -> Recording | None:
+        return self._one("path", path)
+
+    def recordings(self) -> list[Recording]:
+        rows = self._query(f"SELECT {_RECORDING_COLUMNS} FROM recordings ORDER BY id").fetchall()
+        return [_row_to_recording(r) for r in rows]
+
+    def lookup(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        wanted = np.unique(np.asarray(hashes, dtype=np.int64)).tolist()
+        rows: list[tuple[int, int, int]] = []
+        for start in range(0, len(wanted), _LOOKUP_CHUNK):
+            chunk = wanted[start : start + _LOOKUP_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows += self._query(
+                f"SELECT hash, recording_id, t FROM hashes WHERE hash IN ({marks})", tuple(chunk)
+            ).fetchall()
+        if not rows:
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty, empty
+        table = np.array(rows, dtype=np.int64)
+        return table[:, 0], table[:, 1], table[:, 2]
+
+    def stats(self) -> StoreStats:
+        n_rec, seconds, n_hashes = self._query(
+            "SELECT COUNT(*), COALESCE(SUM(duration), 0), COALESCE(SUM(n_hashes), 0) FROM recordings"
+        ).fetchone()
+        size = 0
+        for suffix in ("", "-wal"):
+            f = Path(str(self._path) + suffix)
+            if f.exists():
+                size += f.stat().st_size
+        return StoreStats(recordings=int(n_rec), hashes=int(n_hashes), seconds=float(seconds), bytes=size)
+
+    # -- writing -----------------------------------------------------------------
+
+    def add(self, recording: NewRecording, landmarks: Landmarks) -> Recording | None:
+        added_at = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+        blob = _encode_hash_set(landmarks.hashes)
+        try:
+            with self._transaction():
+                if self.get_by_sha256(recording.sha256) is not None:
+                    return None
+                stale = self.get_by_path(recording.path)
+                if stale is not None:
+                    self._delete(stale.id)
+                cur = self._conn.execute(
+                    "INSERT INTO recordings (sha256, title, artist, path, duration, n_hashes, added_at, hash_set)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        recording.sha256,
+                        recording.title,
+                        recording.artist,
+                        recording.path,
+                        float(recording.duration),
+                        len(landmarks),
+                        added_at,
+                        blob,
+                    ),
+                )
+                if cur.lastrowid is None:
+                    raise sqlite3.DatabaseError("no id was given to the new recording")
+                rec_id = int(cur.lastrowid)
+                self._conn.executemany(
+                    "INSERT OR IGNORE INTO hashes (hash, recording_id, t) VALUES (?, ?, ?)",
+                    zip(landmarks.hashes.tolist(), repeat(rec_id), landmarks.times.tolist()),
+                )
+        except sqlite3.DatabaseError as exc:
+            raise FingerprintDBError(f"{self._path}: cannot write ({exc})") from None
+        return Recording(
+            id=rec_id,
+            title=recording.title,
+            artist=recording.artist,
+            path=recording.path,
+            sha256=recording.sha256,
+            duration=float(recording.duration),
+            n_hashes=len(landmarks),
+            added_at=added_at,
+        )
+
+    def _delete(self, recording_id: int) -> bool:
+        row = self._conn.execute("SELECT hash_set FROM recordings WHERE id = ?", (recording_id,)).fetchone()
+        if row is None:
+            return False
+        hash_set = _decode_hash_set(row[0]).tolist()
+        self._conn.executemany(
+            "DELETE FROM hashes WHERE hash = ? AND recording_id = ?", zip(hash_set, repeat(recording_id))
+        )
+        self._conn.execute("DELETE FROM recordings WHERE id = ?", (recording_id,))
+        return True
+
+    def remove(self, recording_id: int) -> bool:
+        try:
+            with self._transaction():
+                return self._delete(int(recording_id))
+        except sqlite3.DatabaseError as exc:
+            raise FingerprintDBError(f"{self._path}: cannot write ({exc})") from None
+
+    def iter_hashes(self, recording_id: int) -> Iterator[tuple[int, int]]:
+        """``(hash, t)`` of every landmark of one recording (a full scan; for checks and tests)."""
+        cur = self._query("SELECT hash, t FROM hashes WHERE recording_id = ?", (int(recording_id),))
+        for h, t in cur:
+            yield int(h), int(t)
+
+    def checkpoint(self) -> None:
+        """Copy the write-ahead log into the database file and truncate it.
+
+        Skipped silently while another process is reading (it is retried by
+        SQLite's own automatic checkpoints).
+        """
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.DatabaseError:
+            pass
+
+    def close(self) -> None:
+        try:
+            self._conn.close()
+        except sqlite3.Error:
+            pass

@@ -1,0 +1,72 @@
+"""Realistic changes to a recording that must not change its genre.
+
+Used by the robustness benchmark and tests: playback gain, loud mastering,
+an mp3 round trip, 44.1 kHz stereo, and band-limiting.  Each function takes
+mono float32 samples and their rate (Hz) and returns ``(samples, rate)``;
+samples may come back with two channels.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import soundfile as sf
+
+from .audio import resample
+
+__all__ = ["gain", "loud_master", "mp3_round_trip", "stereo_44k", "band_limit", "PERTURBATIONS"]
+
+
+def gain(y: np.ndarray, sr: int, *, db: float) -> tuple[np.ndarray, int]:
+    """Scale by ``db`` decibels (no clipping: float samples may exceed 1)."""
+    return (y * np.float32(10 ** (db / 20))).astype(np.float32), sr
+
+
+def loud_master(y: np.ndarray, sr: int, *, rms_dbfs: float = -9.0, drive: float = 2.0) -> tuple[np.ndarray, int]:
+    """Modern loud mastering: push the level to ``rms_dbfs``, soft-limit, peak-normalise to -0.1 dBFS."""
+    rms = float(np.sqrt(np.mean(np.square(y, dtype=np.float64)))) or 1e-9
+    pushed = y * (10 ** (rms_dbfs / 20) / rms)
+    limited = np.tanh(drive * pushed) / np.tanh(drive)
+    peak = float(np.abs(limited).max()) or 1.0
+    return (limited * (10 ** (-0.1 / 20) / peak)).astype(np.float32), sr
+
+
+def mp3_round_trip(y: np.ndarray, sr: int, *, kbps: int = 128) -> tuple[np.ndarray, int]:
+    """Encode to constant-bit-rate mp3 at ``kbps`` and decode again (libsndfile's LAME and mpg123)."""
+    buf = io.BytesIO()
+    # libsndfile maps compression_level 0..1 onto 320..8 kbps for CBR mp3.
+    level = float(np.clip((320 - kbps) / (320 - 8), 0.0, 1.0))
+    peak = float(np.abs(y).max()) or 1.0
+    scale = min(1.0, 0.99 / peak)  # the encoder clips at full scale
+    with sf.SoundFile(buf, "w", samplerate=sr, channels=1, format="MP3", subtype="MPEG_LAYER_III",
+                      compression_level=level, bitrate_mode="CONSTANT") as f:
+        f.write(y * scale)
+    buf.seek(0)
+    out, out_sr = sf.read(buf, dtype="float32")
+    return (out / scale).astype(np.float32), int(out_sr)
+
+
+def stereo_44k(y: np.ndarray, sr: int) -> tuple[np.ndarray, int]:
+    """Resample to 44.1 kHz and duplicate into two channels."""
+    up = resample(y, orig_sr=sr, target_sr=44100)
+    return np.stack([up, up], axis=1), 44100
+
+
+def band_limit(y: np.ndarray, sr: int, *, cutoff_hz: float = 8000.0) -> tuple[np.ndarray, int]:
+    """Remove everything above ``cutoff_hz`` (resample down to twice the cutoff and back up)."""
+    low = int(2 * cutoff_hz)
+    if low >= sr:
+        return y, sr
+    return resample(resample(y, orig_sr=sr, target_sr=low), orig_sr=low, target_sr=sr), sr
+
+
+#: The changes the robustness benchmark applies, by name.
+PERTURBATIONS = {
+    "gain -12 dB": lambda y, sr: gain(y, sr, db=-12.0),
+    "gain +12 dB": lambda y, sr: gain(y, sr, db=12.0),
+    "loud mastering": loud_master,
+    "mp3 128 kbps": mp3_round_trip,
+    "44.1 kHz stereo": stereo_44k,
+    "band-limit 8 kHz": band_limit,
+}

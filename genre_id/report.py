@@ -1,0 +1,129 @@
+"""Evaluation reports a person reads: a summary, Markdown, JSON and a confusion-matrix picture.
+
+Every file is written to a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .evaluation import EvaluationResult
+
+__all__ = ["summary_text", "markdown", "write_report", "plot_confusion"]
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def summary_text(results: Sequence[EvaluationResult]) -> str:
+    """A few lines per protocol: accuracy (mean ± std over seeds), ECE, weakest genres, top inputs."""
+    lines = []
+    for r in results:
+        lines.append(f"{r.protocol}: accuracy {r.accuracy:.3f} ± {r.accuracy_std:.3f} "
+                     f"over {len(r.accuracies)} seed(s); calibration error (ECE) {r.ece:.3f}")
+        worst = sorted(r.per_genre().items(), key=lambda kv: kv[1]["f1"])[:3]
+        lines.append("  weakest genres (F1): " + ", ".join(f"{g} {m['f1']:.2f}" for g, m in worst))
+        if r.importance:
+            top = list(r.importance.items())[:5]
+            lines.append("  inputs that matter most (accuracy drop when shuffled): "
+                         + ", ".join(f"{k} {v:.3f}" for k, v in top))
+    return "\n".join(lines)
+
+
+def markdown(results: Sequence[EvaluationResult], *, title: str, command: str, notes: str = "") -> str:
+    """The report as Markdown."""
+    out = [f"# {title}", "", f"Command: `{command}`", ""]
+    if notes:
+        out += [notes, ""]
+    out += ["| protocol | accuracy (mean ± std) | seeds | ECE |", "| --- | --- | --- | --- |"]
+    for r in results:
+        out.append(f"| {r.protocol} | {r.accuracy:.3f} ± {r.accuracy_std:.3f} | {len(r.accuracies)} | {r.ece:.3f} |")
+    for r in results:
+        out += ["", f"## {r.protocol}", "", "| genre | precision | recall | F1 | test windows |",
+                "| --- | --- | --- | --- | --- |"]
+        for g, m in r.per_genre().items():
+            out.append(f"| {g} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |")
+        cm = r.confusion()
+        out += ["", "Confusion matrix (rows: true genre, columns: predicted; all seeds pooled):", "",
+                "| | " + " | ".join(r.labels) + " |", "|" + " --- |" * (len(r.labels) + 1)]
+        for g, row in zip(r.labels, cm):
+            out.append(f"| **{g}** | " + " | ".join(str(int(v)) for v in row) + " |")
+        if r.importance:
+            out += ["", "Permutation importance by feature group (accuracy drop when the group is shuffled):", "",
+                    "| group | drop |", "| --- | --- |"]
+            out += [f"| {k} | {v:.3f} |" for k, v in r.importance.items()]
+    return "\n".join(out) + "\n"
+
+
+def plot_confusion(result: EvaluationResult, path: Path) -> None:
+    """Save the row-normalised confusion matrix as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = result.confusion().astype(float)
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    n = len(result.labels)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.62 * n, 0.8 + 0.55 * n), dpi=110)
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), result.labels, rotation=45, ha="right")
+    ax.set_yticks(range(n), result.labels)
+    ax.set_xlabel("predicted genre")
+    ax.set_ylabel("true genre")
+    ax.set_title(f"{result.protocol}: accuracy {result.accuracy:.3f}", fontsize=10)
+    for i in range(n):
+        for j in range(n):
+            if cm[i, j]:
+                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=8,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_report(
+    results: Sequence[EvaluationResult], out_dir: str | os.PathLike[str], *, title: str, command: str, notes: str = ""
+) -> list[Path]:
+    """Write ``report.md``, ``report.json`` and one ``confusion-<protocol>.png`` per protocol into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for r in results:
+        png = out / f"confusion-{_slug(r.protocol)}.png"
+        plot_confusion(r, png)
+        written.append(png)
+    md = out / "report.md"
+    _atomic_write(md, markdown(results, title=title, command=command, notes=notes).encode())
+    js = out / "report.json"
+    _atomic_write(js, (json.dumps({"title": title, "command": command,
+                                   "results": [r.to_dict() for r in results]}, indent=2) + "\n").encode())
+    return [md, js, *written]
