@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -79,12 +80,13 @@ class FileFailure:
 def _recipe_errors() -> tuple[type[BaseException], ...]:
     """What a feature recipe raises on audio it cannot measure (other exceptions are bugs)."""
     errors: list[type[BaseException]] = [ValueError, ArithmeticError, MemoryError]
-    try:
-        from librosa.util.exceptions import LibrosaError
+    if "librosa" in sys.modules:  # only the librosa engine (HPSS columns) raises librosa's errors; never import it
+        try:
+            from librosa.util.exceptions import LibrosaError
 
-        errors.append(LibrosaError)
-    except ImportError:  # pragma: no cover
-        pass
+            errors.append(LibrosaError)
+        except ImportError:  # pragma: no cover
+            pass
     return tuple(errors)
 
 

@@ -34,6 +34,8 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--out", default=str(ROOT / "reports" / "accuracy"))
     ap.add_argument("--skip-audio", action="store_true", help="only the table figures")
+    ap.add_argument("--record-in", metavar="MODEL_DIR",
+                    help="also store the figures in this model's model.json (under 'evaluation'), atomically")
     args = ap.parse_args()
 
     import numpy as np
@@ -129,6 +131,19 @@ def main() -> int:
         verdict = "-" if r[4] is None else ("pass" if r[4] else "FAIL")
         print("  ".join(str(v).ljust(w) for v, w in zip(r[:4], widths)) + f"  {verdict}")
     print(f"\n{time.time() - t0:.0f} s; reports in {', '.join(str(p) for p in paths[:2])}")
+    if args.record_in:
+        from genre_id.model import load_bundle, save_bundle
+
+        bundle = load_bundle(args.record_in)
+        bundle.metadata = {**bundle.metadata, "evaluation": {
+            "command": "python scripts/bench_accuracy.py " + " ".join(sys.argv[1:]),
+            "date": time.strftime("%Y-%m-%d"),
+            "recipe": "the library's default feature set and TrainConfig, as this model",
+            "figures": [{"measure": r[0], "reference": r[1], "target": r[2], "value": r[3],
+                         "passed": None if r[4] is None else bool(r[4])} for r in rows],
+        }}
+        save_bundle(bundle, args.record_in)
+        print(f"figures recorded in {Path(args.record_in) / 'model.json'}")
     return 0
 
 

@@ -546,3 +546,15 @@ def test_real_unindexed_clip_gives_no_match(real_index) -> None:
     assert ix.match(y, sr) is None
     for start in (0, 12, 24):
         assert ix.match(y[sr * start : sr * (start + 5)], sr) is None
+
+
+def test_the_package_exports_the_fingerprint_api_lazily():
+    import subprocess
+    import sys
+
+    code = ("import sys, genre_id; assert 'genre_id.fingerprint' not in sys.modules; "
+            "from genre_id import FingerprintIndex, Match; "
+            "from genre_id.fingerprint import FingerprintIndex as F; assert FingerprintIndex is F; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    assert out.stdout.strip() == "ok", out.stderr
