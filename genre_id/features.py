@@ -134,8 +134,11 @@ def measure(
         engine = "librosa" if _needs_hpss(columns) else "numpy"
     if engine == "numpy" and _needs_hpss(columns):
         raise ValueError("the numpy engine does not measure the harmonic/percussive (HPSS) columns")
-    describe = _describe_numpy if engine == "numpy" else _describe_librosa
-    frames, tempo = describe(y, sr=sr, n_fft=n_fft, hop_length=hop_length, columns=columns)
+    if engine == "numpy":
+        from . import spectral as ops
+    else:
+        ops = _LibrosaOps()
+    frames, tempo = _describe(y, ops=ops, sr=sr, n_fft=n_fft, hop_length=hop_length, columns=columns)
     values = []
     for c in columns:
         if c == "tempo":
@@ -146,79 +149,84 @@ def measure(
     return np.asarray(values, dtype=np.float64)
 
 
-def _wanted(columns: Sequence[str]) -> tuple[set[str], bool, bool]:
-    """The descriptors ``columns`` need, whether any MFCC is wanted, whether tempo is."""
+class _LibrosaOps:
+    """librosa behind the signatures of :mod:`genre_id.spectral`, so one recipe serves both engines."""
+
+    def __init__(self) -> None:
+        import librosa  # imported lazily: it is heavy, and only the HPSS columns need it
+
+        self.librosa = librosa
+
+    def stft(self, y: np.ndarray, *, n_fft: int, hop_length: int) -> np.ndarray:
+        return self.librosa.stft(y, n_fft=n_fft, hop_length=hop_length)
+
+    def estimate_tuning(self, *, S: np.ndarray, sr: float, n_fft: int) -> float:
+        return self.librosa.estimate_tuning(S=S, sr=sr, n_fft=n_fft)
+
+    def chroma_stft(self, *, S: np.ndarray, sr: float, n_fft: int, tuning: float) -> np.ndarray:
+        return self.librosa.feature.chroma_stft(S=S, sr=sr, n_fft=n_fft, tuning=tuning)
+
+    def rms(self, *, y: np.ndarray, frame_length: int, hop_length: int) -> np.ndarray:
+        return self.librosa.feature.rms(y=y, frame_length=frame_length, hop_length=hop_length)
+
+    def fft_frequencies(self, *, sr: float, n_fft: int) -> np.ndarray:
+        return self.librosa.fft_frequencies(sr=sr, n_fft=n_fft)
+
+    def melspectrogram(self, *, S: np.ndarray, sr: float, n_fft: int) -> np.ndarray:
+        return self.librosa.feature.melspectrogram(S=S, sr=sr, n_fft=n_fft)
+
+    def power_to_db(self, S: np.ndarray) -> np.ndarray:
+        return self.librosa.power_to_db(S)
+
+    def mfcc(self, *, S: np.ndarray, n_mfcc: int) -> np.ndarray:
+        return self.librosa.feature.mfcc(S=S, n_mfcc=n_mfcc)
+
+    def onset_strength(self, *, S: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
+        return self.librosa.onset.onset_strength(S=S, n_fft=n_fft, hop_length=hop_length)
+
+    def tempo(self, *, onset_envelope: np.ndarray, sr: float, hop_length: int) -> float:
+        bpm = self.librosa.feature.tempo(onset_envelope=onset_envelope, sr=sr, hop_length=hop_length)
+        return float(np.atleast_1d(bpm)[0])
+
+    def hpss_waveforms(self, stft: np.ndarray, *, n_fft: int, hop_length: int, length: int):
+        harm, perc = self.librosa.decompose.hpss(stft)
+        return (self.librosa.istft(harm, hop_length=hop_length, n_fft=n_fft, length=length),
+                self.librosa.istft(perc, hop_length=hop_length, n_fft=n_fft, length=length))
+
+
+def _describe(
+    y: np.ndarray, *, ops, sr: int, n_fft: int, hop_length: int, columns: Sequence[str]
+) -> tuple[dict[str, np.ndarray], float]:
+    """Per-frame descriptors (name to frames) and the tempo, computed with ``ops``
+    (:mod:`genre_id.spectral` or :class:`_LibrosaOps`) from one STFT."""
     wanted = {c.rsplit("_", 1)[0] for c in columns}
-    return wanted, any(c.startswith("mfcc") for c in columns), "tempo" in columns
-
-
-def _describe_numpy(
-    y: np.ndarray, *, sr: int, n_fft: int, hop_length: int, columns: Sequence[str]
-) -> tuple[dict[str, np.ndarray], float]:
-    """Per-frame descriptors (name to frames) and the tempo, with :mod:`genre_id.spectral` (no librosa)."""
-    from . import spectral
-
-    wanted, mfcc_wanted, tempo_wanted = _wanted(columns)
-    mag = np.abs(spectral.stft(y, n_fft=n_fft, hop_length=hop_length))
-    power = mag**2
-    frames: dict[str, np.ndarray] = {}
-    if "chroma_stft" in wanted:
-        # Tuning is estimated on every 4th frame: the same estimate to 0.01 bin, a quarter of the cost.
-        tuning = spectral.estimate_tuning(S=power[:, ::4], sr=sr, n_fft=n_fft)
-        frames["chroma_stft"] = spectral.chroma_stft(S=power, sr=sr, n_fft=n_fft, tuning=tuning)
-    if "rms" in wanted:
-        frames["rms"] = spectral.rms(y=y, frame_length=n_fft, hop_length=hop_length)
-    if wanted & {"spectral_centroid", "spectral_bandwidth", "rolloff"}:
-        frames.update(_spectral_shape(mag, spectral.fft_frequencies(sr=sr, n_fft=n_fft)))
-    if "zero_crossing_rate" in wanted:
-        frames["zero_crossing_rate"] = _zero_crossing_rate(y, frame_length=n_fft, hop_length=hop_length)
-    tempo = float("nan")
-    if mfcc_wanted or tempo_wanted:
-        mel_db = spectral.power_to_db(spectral.melspectrogram(S=power, sr=sr, n_fft=n_fft))
-        if mfcc_wanted:
-            for i, row in enumerate(spectral.mfcc(S=mel_db, n_mfcc=20), start=1):
-                frames[f"mfcc{i}"] = row
-        if tempo_wanted:
-            onset = spectral.onset_strength(S=mel_db, n_fft=n_fft, hop_length=hop_length)
-            tempo = spectral.tempo(onset_envelope=onset, sr=sr, hop_length=hop_length)
-    return frames, tempo
-
-
-def _describe_librosa(
-    y: np.ndarray, *, sr: int, n_fft: int, hop_length: int, columns: Sequence[str]
-) -> tuple[dict[str, np.ndarray], float]:
-    """Per-frame descriptors (name to frames) and the tempo, with librosa itself (and the HPSS)."""
-    import librosa  # imported lazily: it is heavy, and only the HPSS columns need it
-
-    wanted, mfcc_wanted, tempo_wanted = _wanted(columns)
-    stft = librosa.stft(y, n_fft=n_fft, hop_length=hop_length)
+    mfcc_wanted, tempo_wanted = any(c.startswith("mfcc") for c in columns), "tempo" in columns
+    stft = ops.stft(y, n_fft=n_fft, hop_length=hop_length)
     mag = np.abs(stft)
     power = mag**2
     frames: dict[str, np.ndarray] = {}
     if "chroma_stft" in wanted:
         # Tuning is estimated on every 4th frame: the same estimate to 0.01 bin, a quarter of the cost.
-        tuning = librosa.estimate_tuning(S=power[:, ::4], sr=sr, n_fft=n_fft)
-        frames["chroma_stft"] = librosa.feature.chroma_stft(S=power, sr=sr, n_fft=n_fft, tuning=tuning)
+        tuning = ops.estimate_tuning(S=power[:, ::4], sr=sr, n_fft=n_fft)
+        frames["chroma_stft"] = ops.chroma_stft(S=power, sr=sr, n_fft=n_fft, tuning=tuning)
     if "rms" in wanted:
-        frames["rms"] = librosa.feature.rms(y=y, frame_length=n_fft, hop_length=hop_length)
+        frames["rms"] = ops.rms(y=y, frame_length=n_fft, hop_length=hop_length)
     if wanted & {"spectral_centroid", "spectral_bandwidth", "rolloff"}:
-        frames.update(_spectral_shape(mag, librosa.fft_frequencies(sr=sr, n_fft=n_fft)))
+        frames.update(_spectral_shape(mag, ops.fft_frequencies(sr=sr, n_fft=n_fft)))
     if "zero_crossing_rate" in wanted:
         frames["zero_crossing_rate"] = _zero_crossing_rate(y, frame_length=n_fft, hop_length=hop_length)
     if wanted & {"harmony", "perceptr"}:
-        harm, perc = librosa.decompose.hpss(stft)
-        frames["harmony"] = librosa.istft(harm, hop_length=hop_length, n_fft=n_fft, length=len(y))
-        frames["perceptr"] = librosa.istft(perc, hop_length=hop_length, n_fft=n_fft, length=len(y))
+        frames["harmony"], frames["perceptr"] = ops.hpss_waveforms(stft, n_fft=n_fft, hop_length=hop_length,
+                                                                   length=len(y))
     tempo = float("nan")
     if mfcc_wanted or tempo_wanted:
-        mel_db = librosa.power_to_db(librosa.feature.melspectrogram(S=power, sr=sr, n_fft=n_fft))
+        mel_db = ops.power_to_db(ops.melspectrogram(S=power, sr=sr, n_fft=n_fft))
         if mfcc_wanted:
-            for i, row in enumerate(librosa.feature.mfcc(S=mel_db, sr=sr, n_mfcc=20), start=1):
+            for i, row in enumerate(ops.mfcc(S=mel_db, n_mfcc=20), start=1):
                 frames[f"mfcc{i}"] = row
         if tempo_wanted:
-            onset = librosa.onset.onset_strength(S=mel_db, sr=sr, hop_length=hop_length)
-            tempo = float(np.atleast_1d(librosa.feature.tempo(onset_envelope=onset, sr=sr,
-                                                              hop_length=hop_length))[0])
+            onset = ops.onset_strength(S=mel_db, n_fft=n_fft, hop_length=hop_length)
+            tempo = ops.tempo(onset_envelope=onset, sr=sr, hop_length=hop_length)
     return frames, tempo
 
 

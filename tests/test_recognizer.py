@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 
 from conftest import tone
-from genre_id import Prediction, Recognizer
+from genre_id import Prediction
 from genre_id.errors import AudioTooShortError, FeatureVersionError, SilentAudioError
 from genre_id.features import Features
 

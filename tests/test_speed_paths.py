@@ -33,7 +33,9 @@ except SystemExit as exc:
 heavy = ("tensorflow", "keras", "librosa", "scipy", "numba", "sklearn", "matplotlib")
 with open(out_path, "w") as fh:
     json.dump({"code": code, "modules": sorted(m for m in sys.modules if m.split(".")[0] in heavy),
-               "measured_here": "genre_id.spectral" in sys.modules}, fh)
+               # features were measured in this process if the mel filter bank was ever built here
+               "measured_here": "genre_id.spectral" in sys.modules
+                                and sys.modules["genre_id.spectral"]._mel_filters.cache_info().currsize > 0}, fh)
 """
 
 

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..audio import check_samples, resample, to_mono
+from ..spectral import frame
 
 __all__ = [
     "DEFAULT_PARAMS",
@@ -106,10 +107,7 @@ def spectrogram(samples: np.ndarray, *, params: FingerprintParams = DEFAULT_PARA
     y = np.ascontiguousarray(samples, dtype=np.float32)
     if y.size < n_fft:
         y = np.pad(y, (0, n_fft - y.size))
-    n_frames = 1 + (y.size - n_fft) // hop
-    frames = np.lib.stride_tricks.as_strided(
-        y, shape=(n_frames, n_fft), strides=(y.strides[0] * hop, y.strides[0]), writeable=False
-    )
+    frames = frame(y, frame_length=n_fft, hop_length=hop).T  # (frames, n_fft), a view
     window = np.hanning(n_fft).astype(np.float32)
     spec = np.fft.rfft(frames * window, axis=1)[:, params.min_bin : params.max_bin]
     power = spec.real.astype(np.float32) ** 2 + spec.imag.astype(np.float32) ** 2
