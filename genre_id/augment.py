@@ -23,9 +23,10 @@ from typing import Sequence
 import numpy as np
 
 from .cache import FeatureCache, file_digest
+from .errors import GenreIdError
 from .features import get_feature_set
 
-__all__ = ["Deltas", "perturbation_deltas", "augment_rows"]
+__all__ = ["Deltas", "perturbed_features", "perturbation_deltas", "augment_rows"]
 
 
 @dataclass(frozen=True)
@@ -36,40 +37,76 @@ class Deltas:
     tracks: np.ndarray  #: the track id each row was measured on
     perturbations: np.ndarray  #: the perturbation of each row
     feature_set: str
+    skipped: tuple[str, ...] = ()  #: one line for each clip that could not be used, naming it and why
 
     def without(self, tracks: Sequence[str]) -> "Deltas":
         """The deltas not measured on ``tracks``."""
         keep = ~np.isin(self.tracks, list(tracks))
-        return Deltas(self.values[keep], self.tracks[keep], self.perturbations[keep], self.feature_set)
+        return Deltas(self.values[keep], self.tracks[keep], self.perturbations[keep], self.feature_set, self.skipped)
 
     def summary(self) -> dict:
         return {"rows": int(len(self.values)), "clips": int(len(set(self.tracks.tolist()))),
-                "perturbations": sorted(set(self.perturbations.tolist())), "feature_set": self.feature_set}
+                "perturbations": sorted(set(self.perturbations.tolist())), "feature_set": self.feature_set,
+                "skipped_clips": list(self.skipped)}
 
 
-def _clip_features(path: str, feature_set: str, names: list[str], cache_dir: str | None) -> dict[str, np.ndarray]:
-    """Features of the clip at ``path``, unchanged and under each perturbation (first window each)."""
-    import soundfile as sf
+def _clip_features(path: str, feature_set: str, names: list[str], cache_dir: str | None) -> dict[str, np.ndarray] | str:
+    """Features of the clip at ``path``, unchanged and under each perturbation (first window each).
 
+    Returns one line naming the clip and the problem instead when it cannot
+    be decoded or a version of it is silent (it then has no delta to give).
+    """
+    from .audio import load
     from .extraction import extract_samples
     from .perturb import PERTURBATIONS
 
     fs = get_feature_set(feature_set)
-    cache = FeatureCache(cache_dir, namespace=f"{fs.name}-v{fs.version}-perturbed") if cache_dir else None
-    digest = file_digest(path) if cache else ""
-    if cache is not None:
-        entry = cache.get(digest)
-        if entry is not None and list(entry["names"]) == ["original", *names]:
-            return dict(zip(["original", *names], entry["values"]))
-    y, sr = sf.read(path, dtype="float32", always_2d=True)
-    y = y.mean(axis=1)
-    out = {"original": extract_samples(y, sample_rate=sr, feature_set=fs, name=path).values[0]}
-    for n in names:
-        z, zsr = PERTURBATIONS[n](y, sr)
-        out[n] = extract_samples(z, sample_rate=zsr, feature_set=fs, name=path).values[0]
+    # "-2": the mp3 perturbation used 64 kbps at 22.05 kHz before (a wrong bit-rate mapping)
+    cache = FeatureCache(cache_dir, namespace=f"{fs.name}-v{fs.version}-perturbed-2") if cache_dir else None
+    try:
+        digest = file_digest(path) if cache else ""
+        if cache is not None:
+            entry = cache.get(digest)
+            if entry is not None and list(entry["names"]) == ["original", *names]:
+                return dict(zip(["original", *names], entry["values"]))
+        y = load(path, sample_rate=fs.sample_rate)  # the project's decoder: truncation, NaN, rate checks
+        versions = {"original": (y, fs.sample_rate)}
+        versions.update((n, PERTURBATIONS[n](y, fs.sample_rate)) for n in names)
+        out = {}
+        for n, (z, zsr) in versions.items():
+            windows = extract_samples(z, sample_rate=zsr, feature_set=fs, name=path)
+            if windows.silent[0]:
+                return f"{path}: its first window is silent ({n}); no perturbation deltas from it"
+            out[n] = windows.values[0]
+    except GenreIdError as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"{path}: cannot be read ({exc.strerror or exc})"
     if cache is not None:
         cache.put(digest, values=np.vstack(list(out.values())), names=np.asarray(list(out)))
     return out
+
+
+def perturbed_features(
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    feature_set: str,
+    perturbations: Sequence[str],
+    cache_dir: str | os.PathLike[str] | None = None,
+    workers: int | None = None,
+) -> list[dict[str, np.ndarray] | str]:
+    """For each clip, its features unchanged (``"original"``) and under each perturbation (all cores, cached).
+
+    A clip that cannot be used gives one line naming it and the problem instead.
+    """
+    from .extraction import _worker_init
+
+    ctx = multiprocessing.get_context("spawn")
+    cache = None if cache_dir is None else str(Path(cache_dir))
+    n = len(paths)
+    with ProcessPoolExecutor(max_workers=workers or os.cpu_count(), mp_context=ctx, initializer=_worker_init) as pool:
+        return list(pool.map(_clip_features, [str(p) for p in paths], [feature_set] * n, [list(perturbations)] * n,
+                             [cache] * n))
 
 
 def perturbation_deltas(
@@ -81,23 +118,27 @@ def perturbation_deltas(
     cache_dir: str | os.PathLike[str] | None = None,
     workers: int | None = None,
 ) -> Deltas:
-    """Measure every perturbation's feature delta on each clip in ``paths`` (all cores, cached)."""
-    from .extraction import _worker_init
+    """Measure every perturbation's feature delta on each clip in ``paths`` (all cores, cached).
+
+    Clips that cannot be used are skipped and listed in :attr:`Deltas.skipped`.
+    """
     from .perturb import PERTURBATIONS
 
     names = list(perturbations or PERTURBATIONS)
-    ctx = multiprocessing.get_context("spawn")
-    cache = None if cache_dir is None else str(Path(cache_dir))
-    with ProcessPoolExecutor(max_workers=workers or os.cpu_count(), mp_context=ctx, initializer=_worker_init) as pool:
-        feats = list(pool.map(_clip_features, [str(p) for p in paths], [feature_set] * len(paths),
-                              [names] * len(paths), [cache] * len(paths)))
-    values, track_col, pert_col = [], [], []
+    feats = perturbed_features(paths, feature_set=feature_set, perturbations=names, cache_dir=cache_dir,
+                               workers=workers)
+    values, track_col, pert_col, skipped = [], [], [], []
     for f, t in zip(feats, tracks):
+        if isinstance(f, str):  # a clip that could not be used: reported, not fatal
+            skipped.append(f)
+            continue
         for n in names:
             values.append(f[n] - f["original"])
             track_col.append(t)
             pert_col.append(n)
-    return Deltas(np.asarray(values), np.asarray(track_col), np.asarray(pert_col), feature_set)
+    n_features = get_feature_set(feature_set).n_features
+    return Deltas(np.asarray(values).reshape(-1, n_features), np.asarray(track_col), np.asarray(pert_col), feature_set,
+                  tuple(skipped))
 
 
 def augment_rows(

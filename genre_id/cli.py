@@ -17,11 +17,14 @@ from typing import Sequence
 from .errors import GenreIdError
 from .features import DEFAULT_FEATURE_SET
 
+#: Exit codes of every command (``genre_id.fingerprint.commands`` imports them from here).
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_INTERRUPTED = 130
 
 
 def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
+    """One ``error: ...`` line on stderr (the message names the file and the problem)."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
 
 
 def _clock(seconds: float) -> str:
@@ -43,6 +46,25 @@ def format_prediction(name: str, pred, *, timeline: bool = True) -> str:
 
 
 def _cmd_identify(args: argparse.Namespace) -> int:
+    from contextlib import ExitStack
+
+    # The database is opened once, before any file is analysed: a missing or
+    # unusable one is one line naming it, and no work is started (or lost).
+    with ExitStack() as stack:
+        index = None
+        if args.db:
+            from .fingerprint.index import FingerprintIndex
+
+            try:
+                index = stack.enter_context(FingerprintIndex.open(args.db, create=False))
+            except GenreIdError as exc:  # already "DB_PATH: problem"
+                _fail(str(exc))
+                return EXIT_BAD_INPUT
+        return _identify_files(args, index)
+
+
+def _identify_files(args: argparse.Namespace, index) -> int:
+    """Identify ``args.files``; with a fingerprint ``index`` (open), also name each recording."""
     from .recognizer import Recognizer
 
     try:
@@ -50,11 +72,12 @@ def _cmd_identify(args: argparse.Namespace) -> int:
     except GenreIdError as exc:
         _fail(str(exc))
         return EXIT_BAD_INPUT
-    matcher = None
-    if args.db:
+    matcher, db_error = None, ()
+    if index is not None:
         from .fingerprint.commands import format_match, match_for_identify
+        from .fingerprint.store import FingerprintDBError
 
-        matcher = (match_for_identify, format_match)
+        matcher, db_error = (match_for_identify, format_match), FingerprintDBError
     bad = internal = False
     for path, pred in _predictions(rec, args.files, _identify_workers(args.workers, len(args.files))):
         if isinstance(pred, _WorkerFailure):  # already one line naming the file
@@ -64,9 +87,10 @@ def _cmd_identify(args: argparse.Namespace) -> int:
         try:
             if isinstance(pred, BaseException):
                 raise pred
-            match = matcher[0](path, args.db) if matcher else None
+            match = matcher[0](path, index) if matcher else None
         except GenreIdError as exc:
-            _fail(str(exc))
+            # A database that fails while reading says only its own path: add the file's.
+            _fail(f"{path}: {exc}" if isinstance(exc, db_error) else str(exc))
             bad = True
             continue
         except Exception as exc:  # a bug: say so in one line, keep going with the other files
@@ -134,14 +158,21 @@ def _extract_for_identify(path: str, feature_set: str, window_seconds: float, mi
         return "internal", f"{path}: internal error ({type(exc).__name__}: {exc})"
 
 
-def _single_thread_worker() -> None:
-    """Pool initializer: one BLAS/OpenMP thread per worker, so that N workers use N cores."""
-    try:
-        from threadpoolctl import threadpool_limits
+def _fallback_result(result):
+    """What :func:`_pooled_features` yields for one result of ``extract_files``.
 
-        threadpool_limits(1)
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        pass
+    A :class:`~genre_id.extraction.FileFailure` made from an unexpected
+    exception (a bug, not the file's fault) stays internal (exit code 1), as
+    it is when the pool did not break; any other failure is the input's
+    (exit code 2).
+    """
+    from .extraction import FileFailure
+
+    if not isinstance(result, FileFailure):
+        return result
+    if result.internal:
+        return _WorkerFailure(result.message)
+    return GenreIdError(result.message)
 
 
 def _pooled_features(rec, paths: Sequence[str], workers: int):
@@ -156,10 +187,12 @@ def _pooled_features(rec, paths: Sequence[str], workers: int):
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
+    from .extraction import _worker_init  # one BLAS/OpenMP thread per worker, so that N workers use N cores
+
     job = (rec.feature_set.name, rec.bundle.window_seconds, rec.bundle.min_seconds)
     paths = [os.fsdecode(p) for p in paths]
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_single_thread_worker)
+                               initializer=_worker_init)
     done, finished = 0, False
     try:
         futures = [pool.submit(_extract_for_identify, p, *job) for p in paths]
@@ -182,25 +215,26 @@ def _pooled_features(rec, paths: Sequence[str], workers: int):
                 proc.terminate()
         pool.shutdown(wait=False, cancel_futures=True)
     if done < len(paths):
-        from .extraction import FileFailure, extract_files
+        from .extraction import extract_files
 
         rest = paths[done:]
         results = extract_files(rest, feature_set=job[0], window_seconds=job[1], min_seconds=job[2],
                                 workers=workers, progress=False)
         for path, result in zip(rest, results):
-            yield path, GenreIdError(result.message) if isinstance(result, FileFailure) else result
+            yield path, _fallback_result(result)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .model import save_bundle
+    from .model import check_model_target, save_bundle
     from .training import fit
 
     command = "genre-id " + " ".join(shlex.quote(a) for a in args.argv)
+    check_model_target(args.out)  # refuse a bad --out before the work, not after it
     data = _load_data(args)
     for failure in data.failures:
         _fail(f"skipped {failure.message}")
     name = args.name or Path(args.out).name
-    bundle = fit(data, config=_config(args), deltas=_deltas(args, data), name=name, version=args.model_version,
+    bundle = fit(data, config=_config(args), deltas=_deltas(args), name=name, version=args.model_version,
                  window_seconds=args.window_seconds, command=command)
     save_bundle(bundle, args.out)
     m = bundle.metadata["metrics"]
@@ -229,7 +263,7 @@ def _load_data(args: argparse.Namespace):
     )
 
 
-def _deltas(args: argparse.Namespace, data):
+def _deltas(args: argparse.Namespace):
     """Perturbation deltas measured on the clips of ``--augment-from`` (None without it)."""
     if not args.augment_from:
         return None
@@ -263,11 +297,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.split:
         train_ids = [t for part in args.split[0].split(",") for t in read_split_list(part)]
         test_ids = read_split_list(args.split[1])
-        result = evaluate_split(data, train_ids, test_ids, config=config, seeds=seeds, deltas=_deltas(args, data),
+        result = evaluate_split(data, train_ids, test_ids, config=config, seeds=seeds, deltas=_deltas(args),
                                 importance=not args.no_importance, protocol=f"split {Path(args.split[1]).name}")
     else:
         result = evaluate_folds(data, folds=args.folds, config=config, seeds=seeds, importance=not args.no_importance,
-                                deltas=_deltas(args, data))
+                                deltas=_deltas(args))
     command = "genre-id " + " ".join(shlex.quote(a) for a in args.argv)
     if args.json:
         print(json.dumps({"command": command, "data": data.summary(), **result.to_dict()}))
@@ -285,7 +319,8 @@ def _add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--table", metavar="FEATURES.csv", help="use a feature table instead of audio")
     p.add_argument("--feature-set", default=DEFAULT_FEATURE_SET, help=f"feature set (default {DEFAULT_FEATURE_SET})")
     p.add_argument("--window-seconds", type=float, default=30.0, help="analysis window, seconds (default 30)")
-    p.add_argument("--workers", type=int, default=None, help="extraction processes (default: all cores)")
+    p.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                   help="extraction processes (default: all cores)")
     p.add_argument("--cache-dir", default="data/cache", help="feature cache folder (default data/cache)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -297,14 +332,23 @@ def _add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-epochs", type=int, default=400)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
+def _int_at_least(minimum: int):
+    """An argparse ``type``: a whole number of at least ``minimum`` (else a usage error, exit code 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        return value
+
+    parse.__name__ = f"whole number >= {minimum}"
+    return parse
+
+
+_positive_int = _int_at_least(1)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -337,9 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     how = e.add_mutually_exclusive_group()
     how.add_argument("--split", nargs=2, metavar=("TRAIN_LIST[,MORE]", "TEST_LIST"),
                      help="train on the tracks of the first list(s), test on the second's")
-    how.add_argument("--folds", type=int, default=10, metavar="K",
+    how.add_argument("--folds", type=_int_at_least(2), default=10, metavar="K",
                      help="stratified K-fold cross-validation grouped by track (default 10)")
-    e.add_argument("--seeds", type=int, default=1, metavar="N", help="repeat with N seeds; report mean and std")
+    e.add_argument("--seeds", type=_positive_int, default=1, metavar="N", help="repeat with N seeds; report mean and std")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.add_argument("--out", metavar="DIR", help="write report.md, report.json and a confusion-matrix PNG here")
     e.add_argument("--no-importance", action="store_true", help="skip permutation importance")
@@ -373,7 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         _fail("interrupted")
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # the reader (head, less) went away: stop quietly
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

@@ -21,7 +21,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from .augment import Deltas, _clip_features
+from .augment import Deltas, perturbed_features
 from .dataset import Dataset
 from .errors import DatasetError
 from .features import get_feature_set
@@ -258,27 +258,25 @@ def prediction_stability(
     the accuracy of the unperturbed answers (the folder names the genre),
     and the genre of every clip under every change.
     """
-    import multiprocessing
     import os
-    from concurrent.futures import ProcessPoolExecutor
 
-    from .extraction import _worker_init
     from .perturb import PERTURBATIONS
 
     names = list(perturbations or PERTURBATIONS)
-    fs = recognizer.feature_set.name
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers or os.cpu_count(), mp_context=ctx, initializer=_worker_init) as pool:
-        feats = list(pool.map(_clip_features, [str(p) for p in paths], [fs] * len(paths), [names] * len(paths),
-                              [cache_dir] * len(paths)))
+    feats = perturbed_features(paths, feature_set=recognizer.feature_set.name, perturbations=names,
+                               cache_dir=cache_dir, workers=workers)
     labels = recognizer.labels
-    genres = {}
+    genres, skipped = {}, []
     for p, f in zip(paths, feats):
+        if isinstance(f, str):  # a clip that could not be used: reported, not fatal
+            skipped.append(f)
+            continue
         rows = np.vstack([f[n] for n in ["original", *names]])
         genres[str(p)] = dict(zip(["original", *names], (labels[i] for i in recognizer.bundle.predict_proba(rows).argmax(1))))
-    truth = {str(p): os.path.basename(os.path.dirname(str(p))) for p in paths}
+    truth = {p: os.path.basename(os.path.dirname(p)) for p in genres}
     return {
-        "clips": len(paths),
+        "clips": len(genres),
+        "skipped": skipped,
         "accuracy_unperturbed": float(np.mean([genres[p]["original"] == truth[p] for p in truth])),
         "unchanged": {n: float(np.mean([genres[p][n] == genres[p]["original"] for p in truth])) for n in names},
         "genres": genres,

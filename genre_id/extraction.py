@@ -75,6 +75,7 @@ class FileFailure:
 
     path: str
     message: str
+    internal: bool = False  #: a bug met on this file (an unexpected exception), not a fault of the file
 
 
 def _recipe_errors() -> tuple[type[BaseException], ...]:
@@ -267,7 +268,7 @@ def _extract_one(path: str, kwargs: dict) -> WindowFeatures | FileFailure:
     except GenreIdError as exc:
         return FileFailure(path, str(exc))
     except Exception as exc:  # a bug or an odd file: report it, keep the batch going
-        return FileFailure(path, f"{path}: unexpected error ({type(exc).__name__}: {exc})")
+        return FileFailure(path, f"{path}: unexpected error ({type(exc).__name__}: {exc})", internal=True)
 
 
 def extract_files(

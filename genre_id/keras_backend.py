@@ -6,6 +6,7 @@ with the default numpy backend never imports it.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -14,7 +15,8 @@ import numpy as np
 
 from .errors import ModelError
 
-__all__ = ["import_keras", "build_network", "fit_network", "export_layers", "scale_output_logits", "load_keras_model"]
+__all__ = ["import_keras", "build_network", "fit_network", "export_layers", "check_keras_file",
+           "load_keras_model"]
 
 
 def import_keras() -> Any:
@@ -133,17 +135,49 @@ def export_layers(model: Any) -> tuple[list[dict], dict[str, np.ndarray]]:
     return layers, {k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()}
 
 
-def scale_output_logits(model: Any, factor: float) -> None:
-    """Multiply the last Dense layer's weights by ``factor``: softmax(z) becomes softmax(factor * z)."""
-    last = model.layers[-1]
-    kernel, bias = last.get_weights()
-    last.set_weights([kernel * factor, bias * factor])
+#: What a genre-id network's ``model.keras`` may be made of (``module``, ``class_name``).
+_KERAS_MODULES = ("keras", "keras.layers", "keras.initializers", "keras.regularizers", "keras.constraints",
+                  "keras.optimizers", "keras.losses", "keras.metrics", "keras.models")
+_KERAS_CODE_CLASSES = ("Lambda", "TFOpLambda", "__lambda__", "function")
+
+
+def check_keras_file(path: Path) -> None:
+    """Refuse a ``model.keras`` whose configuration names code, before Keras reads it.
+
+    Keras's safe mode refuses Lambda layers too; this check adds that only
+    Keras's own layers, initializers and the like may appear, whatever the
+    Keras version, and names the offending object.
+    """
+    import zipfile
+
+    if not path.exists():
+        raise ModelError(f"{path.parent}: model folder is incomplete ({path.name} is missing)")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            info = zf.getinfo("config.json")
+            if info.file_size > 16 << 20:
+                raise ModelError(f"{path}: refused to load the Keras model (its configuration is too large)")
+            config = json.loads(zf.read(info).decode("utf-8"))
+    except ModelError:
+        raise
+    except Exception as exc:  # not a zip, no config.json, bad JSON, ...
+        raise ModelError(f"{path}: corrupt Keras model file ({exc.__class__.__name__}: {exc})") from None
+    stack = [config]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            cls, module = node.get("class_name"), node.get("module")
+            if cls in _KERAS_CODE_CLASSES or (module is not None and module not in _KERAS_MODULES):
+                raise ModelError(f"{path}: refused to load the Keras model (it holds {module}.{cls}, "
+                                 f"which may carry code; nothing was executed)")
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 def load_keras_model(path: Path) -> Any:
-    """Load a ``.keras`` file in safe mode: a file that carries code (a Lambda layer) is refused."""
-    if not path.exists():
-        raise ModelError(f"{path.parent}: model folder is incomplete ({path.name} is missing)")
+    """Load a ``.keras`` file in safe mode, after :func:`check_keras_file`: a file that carries code is refused."""
+    check_keras_file(path)
     keras = import_keras()
     try:
         return keras.models.load_model(path, compile=False, safe_mode=True)

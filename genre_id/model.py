@@ -256,55 +256,29 @@ def load_bundle(path: str | os.PathLike[str] | None = None, *, backend: str = "n
     if backend == "keras":
         from .keras_backend import load_keras_model
 
-        _check_keras_file(folder / _KERAS_FILE)
         bundle.keras_model = load_keras_model(folder / _KERAS_FILE)
     elif backend != "numpy":
         raise ModelError(f"unknown backend {backend!r} (choose 'numpy' or 'keras')")
     return bundle
 
 
-#: What a genre-id network's ``model.keras`` may be made of (``module``, ``class_name``).
-_KERAS_MODULES = ("keras", "keras.layers", "keras.initializers", "keras.regularizers", "keras.constraints",
-                  "keras.optimizers", "keras.losses", "keras.metrics", "keras.models")
-_KERAS_CODE_CLASSES = ("Lambda", "TFOpLambda", "__lambda__", "function")
-
-
-def _check_keras_file(path: Path) -> None:
-    """Refuse a ``model.keras`` whose configuration names code, before Keras reads it.
-
-    Keras's safe mode refuses Lambda layers too; this check adds that only
-    Keras's own layers, initializers and the like may appear, whatever the
-    Keras version, and names the offending object.
-    """
-    import zipfile
-
-    if not path.exists():
-        raise ModelError(f"{path.parent}: model folder is incomplete ({path.name} is missing)")
-    try:
-        with zipfile.ZipFile(path) as zf:
-            info = zf.getinfo("config.json")
-            if info.file_size > 16 << 20:
-                raise ModelError(f"{path}: refused to load the Keras model (its configuration is too large)")
-            config = json.loads(zf.read(info).decode("utf-8"))
-    except ModelError:
-        raise
-    except Exception as exc:  # not a zip, no config.json, bad JSON, ...
-        raise ModelError(f"{path}: corrupt Keras model file ({exc.__class__.__name__}: {exc})") from None
-    stack = [config]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            cls, module = node.get("class_name"), node.get("module")
-            if cls in _KERAS_CODE_CLASSES or (module is not None and module not in _KERAS_MODULES):
-                raise ModelError(f"{path}: refused to load the Keras model (it holds {module}.{cls}, "
-                                 f"which may carry code; nothing was executed)")
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-
-
 def _write_json(path: Path, data: Mapping) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def check_model_target(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a place a model may be written: absent, an empty folder, or a model folder.
+
+    Anything else (a file, or a folder holding other things) is refused with
+    :class:`ModelError` rather than replaced.
+    """
+    target = Path(path)
+    if target.exists() or target.is_symlink():
+        if not target.is_dir():
+            raise ModelError(f"{target}: exists and is not a model folder; refusing to replace it")
+        if not (target / _META_FILE).exists() and any(target.iterdir()):
+            raise ModelError(f"{target}: a folder of other files, not a model folder; refusing to replace it")
+    return target
 
 
 def save_bundle(bundle: ModelBundle, path: str | os.PathLike[str], *, keras_model: Any = None) -> Path:
@@ -316,7 +290,7 @@ def save_bundle(bundle: ModelBundle, path: str | os.PathLike[str], *, keras_mode
     new one is complete.  Temporary folders left by saves that were killed
     outright are removed by a later save, once an hour old.
     """
-    target = Path(path)
+    target = check_model_target(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     # The name is chosen before the folder exists, so that an interrupt at any
     # point after the folder is made lands inside the ``try`` that removes it.

@@ -15,7 +15,7 @@ import soundfile as sf
 
 from .audio import resample
 
-__all__ = ["gain", "loud_master", "mp3_round_trip", "stereo_44k", "band_limit", "PERTURBATIONS"]
+__all__ = ["gain", "loud_master", "mp3_compression_level", "encode_mp3", "mp3_round_trip", "stereo_44k", "band_limit", "PERTURBATIONS"]
 
 
 def gain(y: np.ndarray, sr: int, *, db: float) -> tuple[np.ndarray, int]:
@@ -32,18 +32,31 @@ def loud_master(y: np.ndarray, sr: int, *, rms_dbfs: float = -9.0, drive: float 
     return (limited * (10 ** (-0.1 / 20) / peak)).astype(np.float32), sr
 
 
-def mp3_round_trip(y: np.ndarray, sr: int, *, kbps: int = 128) -> tuple[np.ndarray, int]:
-    """Encode to constant-bit-rate mp3 at ``kbps`` and decode again (libsndfile's LAME and mpg123)."""
+def mp3_compression_level(kbps: int, sample_rate: int) -> float:
+    """libsndfile's compression level (0 best, 1 worst) that gives ``kbps`` in constant-bit-rate mp3.
+
+    libsndfile maps the level linearly onto the bit rates LAME allows at the
+    sample rate: 32-320 kbps for MPEG-1 (32 kHz and up), 8-160 kbps for
+    MPEG-2 (16-24 kHz, e.g. GTZAN's 22.05 kHz).
+    """
+    lo, hi = (32, 320) if sample_rate >= 32000 else (8, 160)
+    return float(np.clip((hi - kbps) / (hi - lo), 0.0, 1.0))
+
+
+def encode_mp3(y: np.ndarray, sr: int, *, kbps: int = 128) -> bytes:
+    """Mono float samples as a constant-bit-rate mp3 file of ``kbps`` kbit/s (libsndfile's LAME)."""
     buf = io.BytesIO()
-    # libsndfile maps compression_level 0..1 onto 320..8 kbps for CBR mp3.
-    level = float(np.clip((320 - kbps) / (320 - 8), 0.0, 1.0))
+    with sf.SoundFile(buf, "w", samplerate=sr, channels=1, format="MP3", subtype="MPEG_LAYER_III",
+                      compression_level=mp3_compression_level(kbps, sr), bitrate_mode="CONSTANT") as f:
+        f.write(y)
+    return buf.getvalue()
+
+
+def mp3_round_trip(y: np.ndarray, sr: int, *, kbps: int = 128) -> tuple[np.ndarray, int]:
+    """Encode to constant-bit-rate mp3 at ``kbps`` and decode again (LAME and mpg123, via libsndfile)."""
     peak = float(np.abs(y).max()) or 1.0
     scale = min(1.0, 0.99 / peak)  # the encoder clips at full scale
-    with sf.SoundFile(buf, "w", samplerate=sr, channels=1, format="MP3", subtype="MPEG_LAYER_III",
-                      compression_level=level, bitrate_mode="CONSTANT") as f:
-        f.write(y * scale)
-    buf.seek(0)
-    out, out_sr = sf.read(buf, dtype="float32")
+    out, out_sr = sf.read(io.BytesIO(encode_mp3(y * scale, sr, kbps=kbps)), dtype="float32")
     return (out / scale).astype(np.float32), int(out_sr)
 
 

@@ -16,10 +16,11 @@ import numpy as np
 
 from .evaluation import EvaluationResult
 
-__all__ = ["summary_text", "markdown", "write_report", "plot_confusion"]
+__all__ = ["summary_text", "markdown", "write_report", "plot_confusion", "atomic_write"]
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -122,8 +123,8 @@ def write_report(
         plot_confusion(r, png)
         written.append(png)
     md = out / "report.md"
-    _atomic_write(md, markdown(results, title=title, command=command, notes=notes).encode())
+    atomic_write(md, markdown(results, title=title, command=command, notes=notes).encode())
     js = out / "report.json"
-    _atomic_write(js, (json.dumps({"title": title, "command": command,
+    atomic_write(js, (json.dumps({"title": title, "command": command,
                                    "results": [r.to_dict() for r in results]}, indent=2) + "\n").encode())
     return [md, js, *written]

@@ -12,7 +12,7 @@ reductions, so that the numbers agree with librosa's to float rounding.
 Why: importing librosa costs about 2.5 s (scipy.signal, numba and librosa's
 numba-compiled ufuncs), and on a fresh install numba first compiles those
 ufuncs, which takes about 25 s.  This module imports numpy only, so
-``identify`` starts in about 0.6 s instead of about 3 s and never compiles
+``identify`` starts in about 0.4 s instead of about 3 s and never compiles
 anything.
 
 ``tests/test_spectral.py`` proves the agreement: on the 100 real GTZAN clips
@@ -40,6 +40,8 @@ __all__ = [
     "chroma_filters",
     "chroma_stft",
     "rms",
+    "spectral_shape",
+    "zero_crossing_rate",
     "mel_filters",
     "melspectrogram",
     "power_to_db",
@@ -263,6 +265,41 @@ def chroma_stft(*, S: np.ndarray, sr: float, n_fft: int, tuning: float) -> np.nd
 
 
 # --- level ----------------------------------------------------------------------------------------
+
+def spectral_shape(*, S: np.ndarray, sr: float, n_fft: int) -> dict[str, np.ndarray]:
+    """Spectral centroid, bandwidth (p=2) and 85% rolloff of a magnitude spectrogram ``S``, per frame, in Hz.
+
+    Mirrors ``librosa.feature.spectral_centroid``, ``spectral_bandwidth`` and
+    ``spectral_rolloff`` (``S=S``, defaults), sharing one normalisation.
+    Keys: ``spectral_centroid``, ``spectral_bandwidth``, ``rolloff``.
+    """
+    mag = S
+    freqs = fft_frequencies(sr=sr, n_fft=n_fft)
+    total = mag.sum(axis=0)
+    safe = np.where(total > np.finfo(np.float32).tiny, total, 1.0)
+    weights = mag / safe  # L1-normalised columns; silent frames give 0
+    centroid = freqs @ weights
+    bandwidth = np.sqrt(((freqs[:, None] - centroid[None, :]) ** 2 * weights).sum(axis=0))
+    cumulative = np.cumsum(mag, axis=0)
+    reached = cumulative >= 0.85 * cumulative[-1:, :]
+    rolloff = freqs[np.argmax(reached, axis=0)]
+    return {"spectral_centroid": centroid, "spectral_bandwidth": bandwidth, "rolloff": rolloff}
+
+
+def zero_crossing_rate(*, y: np.ndarray, frame_length: int = 2048, hop_length: int = 512) -> np.ndarray:
+    """Zero crossings per sample in each frame of ``y``.
+
+    Mirrors ``librosa.feature.zero_crossing_rate`` (centred, edge-padded
+    frames, values within 1e-10 of zero count as zero), from one pass over
+    the signal.
+    """
+    padded = np.pad(y, frame_length // 2, mode="edge")
+    signs = np.signbit(np.where(np.abs(padded) <= 1e-10, 0.0, padded))
+    crossings = np.concatenate([[0], np.cumsum(signs[1:] != signs[:-1])])
+    n_frames = 1 + (len(padded) - frame_length) // hop_length
+    starts = np.arange(n_frames) * hop_length
+    return (crossings[starts + frame_length - 1] - crossings[starts]) / frame_length
+
 
 def rms(*, y: np.ndarray, frame_length: int = 2048, hop_length: int = 512) -> np.ndarray:
     """Root-mean-square level of centred, zero-padded frames, shape ``(1, frames)``, float32.

@@ -37,7 +37,6 @@ class TrainConfig:
     val_block: int = 10  #: hold out runs of this many consecutive tracks (0: single tracks)
     noise: float = 0.2  #: std of Gaussian noise added to normalized inputs while training
     label_smoothing: float = 0.2  #: keeps confidence honest on unfamiliar music
-    calibrate: bool = False  #: fit a softmax temperature on the validation tracks
     augment_copies: int = 4  #: copies of the training rows shifted by perturbation deltas (when given)
     seed: int = 0
 
@@ -87,18 +86,6 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
-    """The softmax temperature that minimises the negative log-likelihood of ``y`` (Guo et al., 2017)."""
-    from scipy.optimize import minimize_scalar
-
-    def nll(log_t: float) -> float:
-        z = logits / np.exp(log_t)
-        z = z - z.max(axis=1, keepdims=True)
-        return float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(y)), y]))
-
-    return float(np.exp(minimize_scalar(nll, bounds=(-3, 3), method="bounded").x))
-
-
 def _accuracy(bundle_proba: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(bundle_proba.argmax(axis=1) == y)) if len(y) else float("nan")
 
@@ -126,7 +113,7 @@ def fit(
     the validation rows) are augmented with ``config.augment_copies`` shifted
     copies.
     """
-    from .keras_backend import build_network, export_layers, fit_network, scale_output_logits
+    from .keras_backend import build_network, export_layers, fit_network
 
     labels = data.labels
     if len(labels) < 2:
@@ -137,8 +124,9 @@ def fit(
     x_train, x_val = data.x[train_idx], data.x[val_idx]
     x_fit, y_fit = x_train, y[train_idx]
     if deltas is not None:
-        if deltas.values.shape[1] != data.x.shape[1]:
-            raise DatasetError("the perturbation deltas were measured with another feature set")
+        if deltas.feature_set != data.feature_set.get("name") or deltas.values.shape[1] != data.x.shape[1]:
+            raise DatasetError(f"the perturbation deltas were measured with feature set '{deltas.feature_set}', "
+                               f"the data with '{data.feature_set.get('name')}'")
         x_fit, y_fit = augment_rows(x_train, y[train_idx], deltas.values, copies=config.augment_copies,
                                     seed=config.seed)
     model = build_network(
@@ -150,11 +138,6 @@ def fit(
         model, x_fit, y_fit, x_val, y[val_idx], max_epochs=config.max_epochs,
         patience=config.patience, batch_size=config.batch_size, verbose=verbose,
     )
-    temperature = 1.0
-    if config.calibrate:
-        layers, arrays = export_layers(model)
-        temperature = fit_temperature(network_from_layers(layers, arrays).logits(x_val), y[val_idx])
-        scale_output_logits(model, 1.0 / temperature)
     layers, arrays = export_layers(model)
     network = network_from_layers(layers, arrays)
     metrics = {
@@ -162,7 +145,6 @@ def fit(
         "validation_accuracy": _accuracy(network.predict_proba(x_val), y[val_idx]),
         "validation_loss": float(min(result["history"]["val_loss"])),
         "validation_tracks": int(len(set(data.groups[val_idx].tolist()))),
-        "temperature": temperature,
         "note": "validation tracks also decided when training stopped; see `genre-id evaluate` for held-out test figures",
     }
     meta = {

@@ -7,8 +7,9 @@
    train on train+valid lists, test on the test list (mean of seeds).
 2. 10-fold cross-validation of the table, stratified by genre, grouped by track.
 3. 10-fold grouped cross-validation on the 100 real clips, audio pipeline end to end.
-4. Whether the shipped default model keeps its answers on the 100 clips
-   under gain, loud mastering, mp3, 44.1 kHz stereo and band-limiting.
+4. Whether models keep their answers on the 100 clips under gain, loud
+   mastering, mp3, 44.1 kHz stereo and band-limiting: judged by models that
+   never saw the judged clips (the headline rows), and for the shipped model.
 
 The recipe is the library's default (feature set and TrainConfig), the same
 that made models/default.  Reports (Markdown, JSON, confusion matrices) go
@@ -45,7 +46,7 @@ def main() -> int:
     from genre_id.dataset import load_folder, read_split_list, read_table, scan_folder, track_id
     from genre_id.evaluation import evaluate_folds, evaluate_split, prediction_stability
     from genre_id.features import DEFAULT_FEATURE_SET
-    from genre_id.report import write_report
+    from genre_id.report import atomic_write, write_report
     from genre_id.training import fit
 
     data_dir = Path(args.data)
@@ -121,7 +122,7 @@ def main() -> int:
     paths = write_report(results, args.out, title="genre-id accuracy benchmark",
                          command="python scripts/bench_accuracy.py " + " ".join(sys.argv[1:]))
     if stability is not None:
-        (Path(args.out) / "robustness.json").write_text(json.dumps(stability, indent=2) + "\n")
+        atomic_write(Path(args.out) / "robustness.json", (json.dumps(stability, indent=2) + "\n").encode())
     widths = [max(len(str(r[i])) for r in rows + [("measure", "reference", "target", "value", "")]) for i in range(4)]
     head = ("measure", "reference", "target", "value")
     print()

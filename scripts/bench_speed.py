@@ -10,7 +10,7 @@ gtzan57 recipe (HPSS); ``identify`` on a 60-minute file; a warm
 ``Recognizer.identify``; training the default model from the GTZAN table.
 Audio is made in a temporary folder (from the real clips in
 ``../shared/data`` or ``$GENRE_ID_SHARED_DATA``, synthesized when absent).
-Exit code 0 when every target is met, 1 otherwise.  About 3-5 minutes.
+Exit code 0 when every target is met, 1 otherwise.  About 2 minutes.
 """
 
 from __future__ import annotations

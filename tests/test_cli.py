@@ -109,3 +109,106 @@ def test_train_from_the_table_rebuilds_an_equivalent_default_model(tmp_path, tab
     assert meta["labels"] == shipped["labels"] and meta["feature_set"] == shipped["feature_set"]
     assert meta["training"]["data"]["tracks"] == 1000
     assert abs(meta["metrics"]["validation_accuracy"] - shipped["metrics"]["validation_accuracy"]) < 0.1
+
+
+# --- argument validation, fingerprint database, a broken process pool ----------------------------
+
+@pytest.mark.parametrize("argv, option", [
+    (["evaluate", "data", "--seeds", "0"], "--seeds"),
+    (["evaluate", "data", "--seeds", "two"], "--seeds"),
+    (["evaluate", "data", "--folds", "1"], "--folds"),
+    (["evaluate", "data", "--folds", "0"], "--folds"),
+    (["evaluate", "data", "--workers", "0"], "--workers"),
+    (["evaluate", "data", "--workers", "-1"], "--workers"),
+    (["train", "data", "--out", "m", "--workers", "0"], "--workers"),
+    (["train", "data", "--out", "m", "--workers", "-1"], "--workers"),
+    (["identify", "a.wav", "--workers", "-1"], "--workers"),
+])
+def test_counts_out_of_range_are_usage_errors(argv, option, tmp_path):
+    """Before any data is read: argparse's usage line and exit code 2, never an internal error."""
+    out = run([sys.executable, "-m", "genre_id.cli", *argv], cwd=ROOT)
+    assert out.returncode == 2, out.stderr
+    assert "usage: genre-id" in out.stderr and f"argument {option}:" in out.stderr, out.stderr
+    assert "internal error" not in out.stderr and "Traceback" not in out.stderr
+
+
+def test_counts_in_range_are_accepted():
+    from genre_id.cli import build_parser
+
+    args = build_parser().parse_args(["evaluate", "data", "--seeds", "1", "--folds", "2", "--workers", "1"])
+    assert (args.seeds, args.folds, args.workers) == (1, 2, 1)
+    assert build_parser().parse_args(["train", "data", "--out", "m", "--workers", "3"]).workers == 3
+
+
+@pytest.mark.parametrize("kind", ["missing", "corrupt"])
+def test_identify_with_an_unusable_db_is_one_line_naming_it(tmp_path, kind):
+    """The database is opened once, before any file is analysed: one line, exit 2, no genre answers thrown away."""
+    files = []
+    for i in range(3):
+        files.append(tmp_path / f"clip{i}.wav")
+        sf.write(files[-1], tone(4.0, freq=220.0 * (i + 1)), 22050)
+    db = tmp_path / "fp.sqlite"
+    if kind == "corrupt":
+        db.write_bytes(b"this is not an SQLite database\n" * 200)
+    out = run([*IDENTIFY, "--db", str(db), "--workers", "1", *map(str, files)])
+    assert out.returncode == 2, out.stderr
+    assert out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {db}: "), out.stderr
+    assert ("no such fingerprint database" if kind == "missing" else "not a usable fingerprint database") in lines[0]
+
+
+#: sitecustomize for the identify process and its workers: a file named crash-me kills the process
+#: decoding it (as a decoder crash would); one named bug-me raises an unexpected exception (a bug).
+_POOL_HOOK = """
+import os, signal
+import soundfile
+
+_init = soundfile.SoundFile.__init__
+
+def _hooked_init(self, file, *args, **kwargs):
+    name = os.fsdecode(file) if isinstance(file, (str, bytes)) else ""
+    if "crash-me" in name:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if "bug-me" in name:
+        raise ZeroDivisionError("planted bug")
+    _init(self, file, *args, **kwargs)
+
+soundfile.SoundFile.__init__ = _hooked_init
+"""
+
+
+def test_identify_after_a_broken_pool_keeps_internal_errors_internal(tmp_path):
+    """Files after a worker crash go through extract_files; a bug there is still exit code 1, not 2."""
+    good = [tmp_path / "good0.wav", tmp_path / "good1.wav"]
+    for i, path in enumerate(good):
+        sf.write(path, tone(4.0, freq=330.0 * (i + 1), seed=i), 22050)
+    crash, bug = tmp_path / "crash-me.wav", tmp_path / "bug-me.wav"
+    sf.write(crash, tone(4.0), 22050)
+    sf.write(bug, tone(4.0), 22050)
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_POOL_HOOK)
+    import os
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(hook), str(ROOT),
+                                                                      os.environ.get("PYTHONPATH")]))}
+    # the crash comes before bug-me, so bug-me is always analysed after the pool broke
+    out = run([*IDENTIFY, "--workers", "2", str(good[0]), str(crash), str(bug), str(good[1])], env=env)
+    assert [line.split("  ")[0] for line in out.stdout.splitlines()] == [str(good[0]), str(good[1])], out.stderr
+    errors = out.stderr.strip().splitlines()
+    assert len(errors) == 2 and "Traceback" not in out.stderr, out.stderr
+    assert errors[0].startswith(f"error: {crash}: ") and "died" in errors[0]
+    assert errors[1].startswith(f"error: {bug}: ") and "ZeroDivisionError" in errors[1]
+    assert out.returncode == 1, "a bug is an internal error, whichever path found it"
+
+
+def test_train_refuses_an_out_folder_that_is_not_a_model_before_training(tmp_path, table_path):
+    out_dir = tmp_path / "my documents"
+    out_dir.mkdir()
+    (out_dir / "thesis.txt").write_text("precious")
+    res = run([sys.executable, "-m", "genre_id.cli", "train", "--table", str(table_path), "--out", str(out_dir)],
+              cwd=ROOT)
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr == f"error: {out_dir}: a folder of other files, not a model folder; refusing to replace it\n"
+    assert [p.name for p in out_dir.iterdir()] == ["thesis.txt"] and (out_dir / "thesis.txt").read_text() == "precious"

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, tone
 from genre_id.augment import Deltas, augment_rows
 from genre_id.dataset import Dataset, read_split_list, track_id
 from genre_id.evaluation import (
@@ -115,3 +115,33 @@ def test_evaluate_command_writes_a_report(tmp_path, table_path, split_dir):
     assert {p.name for p in out.iterdir()} == {"report.md", "report.json", "confusion-split-test-filtered-txt.png"}
     assert "| genre | precision | recall | F1 |" in (out / "report.md").read_text()
     assert track_id("blues/blues.00012.wav") == "blues/blues.00012"
+
+
+def test_the_mp3_perturbation_really_is_128_kbps_at_gtzan_rate():
+    """libsndfile's compression level maps onto another bit-rate range at 22.05 kHz (MPEG-2) than at 44.1 kHz."""
+    from genre_id.perturb import encode_mp3
+
+    y = tone(10.0) + 0.05 * np.random.default_rng(0).standard_normal(10 * 22050).astype(np.float32)
+    for sr, samples in ((22050, y), (44100, np.repeat(y, 2))):
+        kbps = len(encode_mp3(samples, sr, kbps=128)) * 8 / 1000 / 10.0
+        assert 120 < kbps < 136, (sr, kbps)
+
+
+def test_perturbation_deltas_skip_clips_that_cannot_be_used(tmp_path):
+    """A broken clip and a silent one are named and skipped; the good clip gives one delta per perturbation."""
+    import soundfile as sf
+
+    from genre_id.augment import perturbation_deltas
+    from genre_id.perturb import PERTURBATIONS
+
+    good, silent, broken = tmp_path / "good.wav", tmp_path / "silent.wav", tmp_path / "broken.flac"
+    sf.write(good, tone(5.0) + 0.3 * tone(5.0, freq=1250.0, seed=2), 22050)
+    sf.write(silent, np.zeros(5 * 22050, np.float32), 22050)
+    broken.write_bytes(b"fLaC" + bytes(300))
+    d = perturbation_deltas([good, silent, broken], tracks=["a/good", "a/silent", "a/broken"],
+                            feature_set="levelfree", workers=1)
+    assert d.tracks.tolist() == ["a/good"] * len(PERTURBATIONS)
+    assert d.values.shape == (len(PERTURBATIONS), get_feature_set("levelfree").n_features)
+    assert np.isfinite(d.values).all()
+    assert len(d.skipped) == 2 and d.skipped[0].startswith(f"{silent}: ") and d.skipped[1].startswith(f"{broken}: ")
+    assert d.summary()["skipped_clips"] == list(d.skipped)

@@ -480,6 +480,73 @@ def test_identify_match_and_format(tmp_path: Path, index: FingerprintIndex, song
         match_for_identify(str(query), db)
 
 
+def test_identify_opens_the_db_once_and_reports_each_bad_file(
+    tmp_path: Path, index: FingerprintIndex, songs, monkeypatch, capsys
+) -> None:
+    """``identify --db``: one open for every file, closed at the end; a file that fails is one line naming it."""
+    from genre_id.cli import main
+
+    queries = {name: tmp_path / f"{name}.wav" for name in ("q4", "nofp", "q1")}
+    sf.write(queries["q4"], songs[4][SR * 6 : SR * 12], SR)
+    sf.write(queries["nofp"], songs[2][SR * 2 : SR * 8], SR)
+    sf.write(queries["q1"], songs[1][SR * 3 : SR * 9], SR)
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF and nothing else")
+    opened, closed = [], []
+    open_db = FingerprintIndex.__dict__["open"].__func__
+    close_db = FingerprintIndex.close
+    match_file = FingerprintIndex.match_file
+
+    def counting_open(cls, *args, **kwargs):
+        ix = open_db(cls, *args, **kwargs)
+        opened.append(ix)
+        return ix
+
+    def fingerprinting_fails_for_nofp(self, path):
+        if "nofp" in str(path):
+            raise AudioError(f"{path}: planted fingerprint failure")
+        return match_file(self, path)
+
+    monkeypatch.setattr(FingerprintIndex, "open", classmethod(counting_open))
+    monkeypatch.setattr(FingerprintIndex, "close", lambda self: (closed.append(self), close_db(self)))
+    monkeypatch.setattr(FingerprintIndex, "match_file", fingerprinting_fails_for_nofp)
+    argv = ["identify", "--workers", "1", "--db", str(_db_path(index)),
+            str(queries["q4"]), str(broken), str(queries["nofp"]), str(queries["q1"])]
+
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert len(opened) == 1 and closed == opened, "one database connection for all the files, closed at the end"
+    lines = out.splitlines()
+    assert [line.split("  ")[0] for line in lines[0::2]] == [str(queries["q4"]), str(queries["q1"])], out
+    assert lines[1].startswith('  match: "fourth"') and lines[3].startswith('  match: "First Song" by Alpha Band')
+    errors = err.strip().splitlines()
+    assert len(errors) == 2 and "Traceback" not in err, err
+    assert errors[0].startswith(f"error: {broken}: ")
+    assert errors[1] == f"error: {queries['nofp']}: planted fingerprint failure"
+
+
+def test_file_sha256_is_the_cache_digest_with_one_line_errors(tmp_path: Path) -> None:
+    from genre_id.cache import file_digest
+    from genre_id.fingerprint.metadata import file_sha256
+
+    f = tmp_path / "a.bin"
+    f.write_bytes(os.urandom(3 << 20))
+    assert file_sha256(f) == file_digest(f) and len(file_sha256(f)) == 64
+    with pytest.raises(AudioError, match="missing.bin: no such file"):
+        file_sha256(tmp_path / "missing.bin")
+    with pytest.raises(AudioError, match="is a directory"):
+        file_sha256(tmp_path)
+
+
+def test_a_file_without_samples_is_refused_naming_it(tmp_path: Path, index: FingerprintIndex) -> None:
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, dtype=np.float32), SR)
+    with pytest.raises(AudioError, match="empty.wav: no audio samples"):
+        index.match_file(empty)
+    with pytest.raises(AudioError, match="empty.wav"):
+        index.add(empty)
+
+
 def test_match_to_dict_is_json_with_the_promised_keys() -> None:
     m = Match(
         recording_id=3,

@@ -110,3 +110,22 @@ def test_a_failed_save_keeps_the_previous_model(toy_model, tmp_path, monkeypatch
     assert (target / "weights.npz").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"], "no temporary folder is left behind"
     load_bundle(target)
+
+
+def test_saving_never_replaces_something_that_is_not_a_model(tmp_path):
+    bundle = load_bundle()
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("keep me")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("keep me too")
+    for target in (notes, a_file):
+        with pytest.raises(ModelError, match="refusing to replace it"):
+            save_bundle(bundle, target)
+    assert (notes / "todo.txt").read_text() == "keep me" and a_file.read_text() == "keep me too"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "notes"], "no temporary folder left"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    save_bundle(bundle, empty)  # an empty folder, or an existing model, may be written
+    save_bundle(bundle, empty)
+    assert load_bundle(empty).labels == bundle.labels

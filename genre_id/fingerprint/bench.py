@@ -41,6 +41,7 @@ import numpy as np
 import soundfile as sf
 
 from ..audio import load
+from ..perturb import mp3_compression_level
 from .index import FingerprintIndex, Match
 from .matching import MatchThreshold
 from .metadata import find_audio_files
@@ -98,21 +99,10 @@ def add_noise(samples: np.ndarray, *, snr_db: float, rng: np.random.Generator) -
     return (samples + rng.normal(0.0, sigma, samples.size)).astype(np.float32)
 
 
-def _mp3_compression_level(kbps: int, sample_rate: int) -> float:
-    """libsndfile's compression level (0 best, 1 worst) giving ``kbps`` in CBR mode.
-
-    libsndfile maps the level linearly onto the bit rates LAME allows at the
-    sample rate: 32-320 kbps for MPEG-1 (32 kHz and up), 8-160 kbps for
-    MPEG-2 (16-24 kHz).
-    """
-    lo, hi = (32, 320) if sample_rate >= 32000 else (8, 160)
-    return float(np.clip((hi - kbps) / (hi - lo), 0.0, 1.0))
-
-
 def mp3_round_trip(samples: np.ndarray, *, sample_rate: int, kbps: int = MP3_KBPS) -> tuple[np.ndarray, float]:
     """Encode to MP3 (constant ``kbps``) in memory and decode; return ``(samples, measured kbps)``."""
     buf = io.BytesIO()
-    level = _mp3_compression_level(kbps, sample_rate)
+    level = mp3_compression_level(kbps, sample_rate)
     sf.write(
         buf, np.clip(samples, -1.0, 1.0), sample_rate, format="MP3", bitrate_mode="CONSTANT", compression_level=level
     )

@@ -16,11 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+# The exit codes and the error line are the CLI's; genre_id.cli imports this module only inside
+# functions, so importing it here makes no cycle.
+from ..cli import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK
+from ..cli import _fail as _error
 from ..errors import AudioError, GenreIdError
 from .index import DEFAULT_DB_PATH, FileResult, FingerprintIndex
 from .store import Recording
@@ -38,14 +43,6 @@ __all__ = [
 
 #: Help text of ``--db``, for ``identify`` too.
 DB_HELP = f"fingerprint database (SQLite file; default: {DEFAULT_DB_PATH} in the current folder)"
-
-EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
-EXIT_INTERRUPTED = 130
-
-
-def _error(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr, flush=True)
-
 
 def add_db_argument(parser: argparse.ArgumentParser) -> None:
     """Add ``--db PATH`` (default :data:`~genre_id.fingerprint.index.DEFAULT_DB_PATH`) to ``parser``."""
@@ -225,18 +222,24 @@ def cmd_index_remove(args: argparse.Namespace) -> int:
     return EXIT_BAD_INPUT if failed else EXIT_OK
 
 
-def match_for_identify(path: str, db: str) -> dict[str, object] | None:
+def match_for_identify(path: str, db: FingerprintIndex | str | os.PathLike[str]) -> dict[str, object] | None:
     """The ``match`` value of ``identify --json``: the recording ``path`` is, or ``None``.
 
-    The dict has ``title``, ``artist`` (``None`` if unknown), ``file``,
-    ``offset`` (seconds into the recording where ``path`` starts), ``score``
-    (aligned hashes), ``second_score``, ``query_hashes`` and
-    ``recording_id``.  Raises :class:`~genre_id.errors.GenreIdError` (one
-    line naming the file and the problem) when the database is missing or
-    unusable or ``path`` cannot be decoded; the caller prints it.
+    ``db`` is an open :class:`FingerprintIndex` (``identify`` opens it once
+    for all its files, and it stays open) or the path of a database, opened
+    and closed for this one query.  The dict has ``title``, ``artist``
+    (``None`` if unknown), ``file``, ``offset`` (seconds into the recording
+    where ``path`` starts), ``score`` (aligned hashes), ``second_score``,
+    ``query_hashes`` and ``recording_id``.  Raises
+    :class:`~genre_id.errors.GenreIdError` (one line naming the file, or the
+    database, and the problem) when the database is missing or unusable or
+    ``path`` cannot be decoded; the caller prints it.
     """
-    with FingerprintIndex.open(db, create=False) as index:
-        match = index.match_file(path)
+    if isinstance(db, FingerprintIndex):
+        match = db.match_file(path)
+    else:
+        with FingerprintIndex.open(db, create=False) as index:
+            match = index.match_file(path)
     return None if match is None else match.to_dict()
 
 

@@ -150,8 +150,7 @@ def fingerprint_file(
         n_peaks += lm.n_peaks
         covered = shift + int(block.size // params.hop)
         n_samples = int(round(start * params.sample_rate)) + block.size
-    if not hashes:
-        raise AudioError(f"{path}: holds no audio samples")
+    # iter_windows yields at least one block or raises (AudioTooShortError for a file without samples).
     return Landmarks(
         hashes=np.concatenate(hashes),
         times=np.concatenate(times),

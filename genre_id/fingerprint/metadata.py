@@ -2,37 +2,35 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from pathlib import Path
 from typing import Union
 
 from ..audio import SUPPORTED_EXTENSIONS
+from ..cache import file_digest
 from ..errors import AudioError
 
 __all__ = ["file_sha256", "find_audio_files", "title_and_artist", "title_and_artist_from_name"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-_CHUNK_BYTES = 1 << 20
 _TRACK_NUMBER = re.compile(r"^\d{1,3}(?:\s*[-._]\s*|\s+)")
 
 
 def file_sha256(path: PathLike) -> str:
-    """Hex sha256 of the file's bytes; :class:`AudioError` if it cannot be read."""
-    digest = hashlib.sha256()
+    """Hex sha256 of the file's bytes (:func:`genre_id.cache.file_digest`).
+
+    Raises :class:`AudioError` (file and problem) when it cannot be read.
+    """
     try:
-        with open(path, "rb") as f:
-            while chunk := f.read(_CHUNK_BYTES):
-                digest.update(chunk)
+        return file_digest(path)
     except FileNotFoundError:
         raise AudioError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise AudioError(f"{path}: is a directory, not an audio file") from None
     except OSError as exc:
         raise AudioError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    return digest.hexdigest()
 
 
 def title_and_artist_from_name(path: PathLike) -> tuple[str, str | None]:

@@ -35,7 +35,6 @@ import json
 import os
 import sqlite3
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from itertools import repeat
@@ -487,12 +486,6 @@ class SQLiteStore(FingerprintStore):
                 return self._delete(int(recording_id))
         except sqlite3.DatabaseError as exc:
             raise FingerprintDBError(f"{self._path}: cannot write ({exc})") from None
-
-    def iter_hashes(self, recording_id: int) -> Iterator[tuple[int, int]]:
-        """``(hash, t)`` of every landmark of one recording (a full scan; for checks and tests)."""
-        cur = self._query("SELECT hash, t FROM hashes WHERE recording_id = ?", (int(recording_id),))
-        for h, t in cur:
-            yield int(h), int(t)
 
     def checkpoint(self) -> None:
         """Copy the write-ahead log into the database file and truncate it.
