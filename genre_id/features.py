@@ -298,8 +298,8 @@ class Features:
 _FLOOR = 1e-12  # below this a variance or level is treated as this, so logs stay finite
 
 #: GTZAN columns the ``levelfree`` set is derived from: all but the harmonic /
-#: percussive separation's, which make extraction 15 times slower (22x against
-#: 336x real time per core) for about one point of accuracy (valid list 0.513
+#: percussive separation's, which make extraction 16 times slower (23x against
+#: 374x real time per core) for about one point of accuracy (valid list 0.513
 #: against 0.501, 10-fold 0.710 against 0.694; see README, "Features").
 _LEVELFREE_MEASURED = tuple(c for c in gtzan57_columns() if not c.startswith(("harmony", "perceptr")))
 #: Columns that measure absolute level: they follow the playback gain and
