@@ -112,7 +112,9 @@ def import_breakdown(cmd_args: Sequence[str], *, top: int = 8, env: dict[str, st
 
 
 def _shared_data() -> Path:
-    return Path(os.environ.get("GENRE_ID_SHARED_DATA", ROOT.parent / "shared" / "data")).resolve()
+    from .dataset import shared_data_dir
+
+    return shared_data_dir()
 
 
 def real_clips(data: Path | None = None) -> list[Path]:

@@ -20,7 +20,18 @@ from .errors import DatasetError
 from .extraction import FileFailure, WindowFeatures, extract_files
 from .features import DEFAULT_FEATURE_SET, get_feature_set
 
-__all__ = ["Dataset", "track_id", "read_table", "scan_folder", "load_folder", "read_split_list"]
+__all__ = ["Dataset", "track_id", "read_table", "scan_folder", "load_folder", "read_split_list", "shared_data_dir"]
+
+
+def shared_data_dir() -> Path:
+    """Where the development data lives: ``$GENRE_ID_SHARED_DATA``, else ``../shared/data`` beside the repository.
+
+    It holds ``gtzan_mini/`` (real clips), ``gtzan_features_30_sec.csv`` and
+    ``gtzan_split/``; it is read, never copied into the project.  The folder
+    may be absent (tests and benchmarks then skip, saying so).
+    """
+    default = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    return Path(os.environ.get("GENRE_ID_SHARED_DATA", default)).resolve()
 
 
 def track_id(name: str) -> str:

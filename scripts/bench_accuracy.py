@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,9 @@ sys.path.insert(0, str(ROOT))
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", default=os.environ.get("GENRE_ID_SHARED_DATA", str(ROOT.parent / "shared" / "data")))
+    from genre_id.dataset import shared_data_dir
+
+    ap.add_argument("--data", default=str(shared_data_dir()), help="shared data folder (default ../shared/data)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--out", default=str(ROOT / "reports" / "accuracy"))
     ap.add_argument("--skip-audio", action="store_true", help="only the table figures")

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from genre_id.dataset import shared_data_dir
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("GENRE_ID_SHARED_DATA", ROOT.parent / "shared" / "data")).resolve()
+SHARED_DATA = shared_data_dir()
 MINI = SHARED_DATA / "gtzan_mini"
 TABLE = SHARED_DATA / "gtzan_features_30_sec.csv"
 SPLIT = SHARED_DATA / "gtzan_split"

@@ -22,6 +22,7 @@ import soundfile as sf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from genre_id.dataset import shared_data_dir
 from genre_id.errors import AudioError, GenreIdError
 from genre_id.fingerprint import (
     DEFAULT_PARAMS,
@@ -42,7 +43,7 @@ from genre_id.fingerprint.matching import decide, join_hits, rank_candidates
 from genre_id.fingerprint.metadata import find_audio_files, title_and_artist, title_and_artist_from_name
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("GENRE_ID_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
+SHARED = shared_data_dir()
 GTZAN = SHARED / "gtzan_mini"
 SR = 22050
 FRAME = DEFAULT_PARAMS.frame_seconds

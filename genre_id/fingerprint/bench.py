@@ -79,9 +79,9 @@ class BenchRow:
 
 def default_data_dir() -> Path:
     """The shared clips: ``$GENRE_ID_SHARED_DATA/gtzan_mini``, else ``../shared/data/gtzan_mini`` beside the repo."""
-    root = os.environ.get("GENRE_ID_SHARED_DATA")
-    base = Path(root) if root else Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-    return base / "gtzan_mini"
+    from ..dataset import shared_data_dir
+
+    return shared_data_dir() / "gtzan_mini"
 
 
 def clips_by_genre(data_dir: PathLike) -> dict[str, list[Path]]:
