@@ -156,19 +156,15 @@ def make_long(path: Path, clips: Sequence[Path], seconds: float) -> Path:
     """
     import soundfile as sf
 
+    from .audio import load
+
     sr = 22050
     need = int(seconds * sr)
     with sf.SoundFile(path, "w", samplerate=sr, channels=1, subtype="PCM_16") as out:
         i = 0
         while need > 0:
             if clips:
-                y, file_sr = sf.read(clips[i % len(clips)], dtype="float32")
-                if y.ndim > 1:
-                    y = y.mean(axis=1)
-                if file_sr != sr:
-                    import soxr
-
-                    y = soxr.resample(y, file_sr, sr)
+                y = load(clips[i % len(clips)], sample_rate=sr)  # mono, resampled
             else:
                 y = _synth(30.0, sr, seed=i)
             y = y[:need]

@@ -274,7 +274,7 @@ class FeatureSet:
         """Compute the feature vector of mono ``samples`` at :attr:`sample_rate` Hz."""
         measured = measure(samples, sr=self.sample_rate, n_fft=self.n_fft, hop_length=self.hop_length,
                             columns=self.measured_columns)
-        values = measured if self._derive is None else self.from_table(measured)[0]
+        values = self.from_table(measured)[0]
         return Features(values=values, feature_set=self.name, version=self.version)
 
 
@@ -301,7 +301,7 @@ _FLOOR = 1e-12  # below this a variance or level is treated as this, so logs sta
 #: percussive separation's, which make extraction 16 times slower (23x against
 #: 374x real time per core) for about one point of accuracy (valid list 0.513
 #: against 0.501, 10-fold 0.710 against 0.694; see README, "Features").
-_LEVELFREE_MEASURED = tuple(c for c in gtzan57_columns() if not c.startswith(("harmony", "perceptr")))
+_LEVELFREE_MEASURED = tuple(c for c in gtzan57_columns() if not c.startswith(_HPSS_PREFIXES))
 #: Columns that measure absolute level: they follow the playback gain and
 #: the mastering, not the genre.
 _LEVEL_COLUMNS = ("rms_mean", "rms_var", "mfcc1_mean")

@@ -44,7 +44,6 @@ from ..audio import load
 from ..perturb import mp3_compression_level
 from .index import FingerprintIndex, Match
 from .matching import MatchThreshold
-from .metadata import find_audio_files
 
 __all__ = [
     "BenchRow",
@@ -85,11 +84,13 @@ def default_data_dir() -> Path:
 
 
 def clips_by_genre(data_dir: PathLike) -> dict[str, list[Path]]:
-    """Audio files of ``data_dir`` grouped by their parent folder (the genre), sorted."""
+    """Audio files of the GTZAN-style folder ``data_dir`` grouped by genre (sub-folder), sorted."""
+    from ..dataset import scan_folder
+
     groups: dict[str, list[Path]] = defaultdict(list)
-    for path in find_audio_files(data_dir):
-        groups[path.parent.name].append(path)
-    return {g: sorted(paths) for g, paths in sorted(groups.items())}
+    for path, genre in scan_folder(data_dir):
+        groups[genre].append(path)
+    return dict(groups)
 
 
 def add_noise(samples: np.ndarray, *, snr_db: float, rng: np.random.Generator) -> np.ndarray:
