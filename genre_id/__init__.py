@@ -15,6 +15,7 @@ The public API is small::
 Everything the library raises on purpose is a :class:`GenreIdError`.
 """
 
+from .errors import __all__ as _ERRORS
 from .errors import (
     AudioError,
     AudioTooShortError,
@@ -46,12 +47,6 @@ __all__ = [
     "GenreScore",
     "FingerprintIndex",
     "Match",
-    "GenreIdError",
-    "AudioError",
-    "AudioTooShortError",
-    "SilentAudioError",
-    "ModelError",
-    "FeatureVersionError",
-    "DatasetError",
+    *_ERRORS,
     "__version__",
 ]

@@ -19,13 +19,14 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterator
 
 import numpy as np
 import soundfile as sf
 import soxr
 
 from .errors import AudioError, AudioTooShortError
+from .files import PathLike
 
 __all__ = [
     "SUPPORTED_EXTENSIONS",
@@ -40,8 +41,6 @@ __all__ = [
     "window_spans",
     "iter_windows",
 ]
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 #: File name endings the project accepts as audio (case-insensitive).
 SUPPORTED_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".au", ".snd", ".aiff", ".aif")

@@ -13,10 +13,9 @@ track they came from, so evaluation can leave out those of test tracks.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -25,8 +24,9 @@ import numpy as np
 from .cache import FeatureCache, file_digest
 from .errors import GenreIdError
 from .features import get_feature_set
+from .parallel import FileFailure, map_files
 
-__all__ = ["Deltas", "perturbed_features", "perturbation_deltas", "augment_rows"]
+__all__ = ["Deltas", "perturbed_features", "perturbation_deltas", "folder_deltas", "augment_rows"]
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class Deltas:
                 "skipped_clips": list(self.skipped)}
 
 
-def _clip_features(path: str, feature_set: str, names: list[str], cache_dir: str | None) -> dict[str, np.ndarray] | str:
+def _clip_features(path: str, *, feature_set: str, names: list[str], cache_dir: str | None) -> dict[str, np.ndarray] | str:
     """Features of the clip at ``path``, unchanged and under each perturbation (first window each).
 
     Returns one line naming the clip and the problem instead when it cannot
@@ -99,14 +99,10 @@ def perturbed_features(
 
     A clip that cannot be used gives one line naming it and the problem instead.
     """
-    from .extraction import _worker_init
-
-    ctx = multiprocessing.get_context("spawn")
-    cache = None if cache_dir is None else str(Path(cache_dir))
-    n = len(paths)
-    with ProcessPoolExecutor(max_workers=workers or os.cpu_count(), mp_context=ctx, initializer=_worker_init) as pool:
-        return list(pool.map(_clip_features, [str(p) for p in paths], [feature_set] * n, [list(perturbations)] * n,
-                             [cache] * n))
+    measure = partial(_clip_features, feature_set=feature_set, names=list(perturbations),
+                      cache_dir=None if cache_dir is None else str(Path(cache_dir)))
+    results = map_files(measure, [str(p) for p in paths], workers=workers)
+    return [r.message if isinstance(r, FileFailure) else r for r in results]
 
 
 def perturbation_deltas(
@@ -139,6 +135,23 @@ def perturbation_deltas(
     n_features = get_feature_set(feature_set).n_features
     return Deltas(np.asarray(values).reshape(-1, n_features), np.asarray(track_col), np.asarray(pert_col), feature_set,
                   tuple(skipped))
+
+
+def folder_deltas(
+    root: str | os.PathLike[str],
+    *,
+    feature_set: str,
+    cache_dir: str | os.PathLike[str] | None = None,
+    workers: int | None = None,
+) -> Deltas:
+    """:func:`perturbation_deltas` of every clip of a GTZAN-style folder (tracks named as in the dataset)."""
+    from .dataset import scan_folder, track_id
+
+    items = scan_folder(root)
+    return perturbation_deltas(
+        [p for p, _ in items], tracks=[track_id(p.relative_to(root).as_posix()) for p, _ in items],
+        feature_set=feature_set, cache_dir=cache_dir, workers=workers,
+    )
 
 
 def augment_rows(

@@ -12,16 +12,16 @@ or mismatched entry is ignored and recomputed, never trusted.  Entries are
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from .files import PathLike, atomic_file
+
 __all__ = ["FeatureCache", "file_digest"]
 
 
-def file_digest(path: str | os.PathLike[str], *, chunk_bytes: int = 1 << 20) -> str:
+def file_digest(path: PathLike, *, chunk_bytes: int = 1 << 20) -> str:
     """SHA-256 of the file's bytes, as hex."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -42,7 +42,7 @@ class FeatureCache:
         ``"gtzan57-v1-w30"``; entries of other namespaces are never read.
     """
 
-    def __init__(self, root: str | os.PathLike[str], *, namespace: str) -> None:
+    def __init__(self, root: PathLike, *, namespace: str) -> None:
         self.root = Path(root)
         self.namespace = namespace
 
@@ -68,18 +68,5 @@ class FeatureCache:
 
     def put(self, digest: str, **arrays: np.ndarray) -> None:
         """Store ``arrays`` for ``digest`` atomically (temporary file, then rename)."""
-        path = self._path(digest)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, key=np.asarray(f"{self.namespace}/{digest}"), **arrays)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        with atomic_file(self._path(digest), suffix=".npz") as fh:
+            np.savez(fh, key=np.asarray(f"{self.namespace}/{digest}"), **arrays)

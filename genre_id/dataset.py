@@ -17,21 +17,12 @@ import numpy as np
 
 from .audio import SUPPORTED_EXTENSIONS
 from .errors import DatasetError
-from .extraction import FileFailure, WindowFeatures, extract_files
-from .features import DEFAULT_FEATURE_SET, get_feature_set
+from .extraction import WindowFeatures, extract_files
+from .features import DEFAULT_FEATURE_SET, FeatureSet, get_feature_set
+from .files import PathLike
+from .parallel import FileFailure
 
-__all__ = ["Dataset", "track_id", "read_table", "scan_folder", "load_folder", "read_split_list", "shared_data_dir"]
-
-
-def shared_data_dir() -> Path:
-    """Where the development data lives: ``$GENRE_ID_SHARED_DATA``, else ``../shared/data`` beside the repository.
-
-    It holds ``gtzan_mini/`` (real clips), ``gtzan_features_30_sec.csv`` and
-    ``gtzan_split/``; it is read, never copied into the project.  The folder
-    may be absent (tests and benchmarks then skip, saying so).
-    """
-    default = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    return Path(os.environ.get("GENRE_ID_SHARED_DATA", default)).resolve()
+__all__ = ["Dataset", "track_id", "read_table", "scan_folder", "load_folder", "read_split_list"]
 
 
 def track_id(name: str) -> str:
@@ -56,7 +47,7 @@ class Dataset:
     x: np.ndarray
     y: np.ndarray
     groups: np.ndarray
-    feature_set: dict
+    feature_set: FeatureSet
     source: str
     failures: list[FileFailure] = field(default_factory=list)
 
@@ -90,7 +81,7 @@ class Dataset:
         }
 
 
-def read_table(path: str | os.PathLike[str], *, feature_set: str = DEFAULT_FEATURE_SET) -> Dataset:
+def read_table(path: PathLike, *, feature_set: str | FeatureSet = DEFAULT_FEATURE_SET) -> Dataset:
     """Read a feature table such as ``gtzan_features_30_sec.csv``.
 
     It needs a ``filename`` column, a ``label`` column and one column per
@@ -122,10 +113,10 @@ def read_table(path: str | os.PathLike[str], *, feature_set: str = DEFAULT_FEATU
     x = fs.from_table(measured)
     y = np.asarray([r["label"].strip() for r in rows])
     groups = np.asarray([track_id(f'{r["label"].strip()}/{os.path.basename(r["filename"])}') for r in rows])
-    return Dataset(x, y, groups, fs.to_dict(), source=str(p))
+    return Dataset(x, y, groups, fs, source=str(p))
 
 
-def scan_folder(root: str | os.PathLike[str]) -> list[tuple[Path, str]]:
+def scan_folder(root: PathLike) -> list[tuple[Path, str]]:
     """The audio files of a GTZAN-style folder, as ``(path, genre)``, sorted.
 
     Each sub-folder of ``root`` is a genre; audio files are found recursively
@@ -146,12 +137,12 @@ def scan_folder(root: str | os.PathLike[str]) -> list[tuple[Path, str]]:
 
 
 def load_folder(
-    root: str | os.PathLike[str],
+    root: PathLike,
     *,
-    feature_set: str = DEFAULT_FEATURE_SET,
+    feature_set: str | FeatureSet = DEFAULT_FEATURE_SET,
     window_seconds: float = 30.0,
     min_seconds: float = 3.0,
-    cache_dir: str | os.PathLike[str] | None = None,
+    cache_dir: PathLike | None = None,
     workers: int | None = None,
     progress: bool = True,
 ) -> Dataset:
@@ -180,10 +171,10 @@ def load_folder(
         groups += [track_id(path.relative_to(root).as_posix())] * int(keep.sum())
     if not xs:
         raise DatasetError(f"{root}: no usable audio file")
-    return Dataset(np.vstack(xs), np.asarray(ys), np.asarray(groups), fs.to_dict(), str(root), failures)
+    return Dataset(np.vstack(xs), np.asarray(ys), np.asarray(groups), fs, str(root), failures)
 
 
-def read_split_list(path: str | os.PathLike[str]) -> list[str]:
+def read_split_list(path: PathLike) -> list[str]:
     """Track ids listed in a split file (one ``genre/name.ext`` per line)."""
     p = Path(path)
     try:

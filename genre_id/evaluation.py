@@ -24,7 +24,6 @@ import numpy as np
 from .augment import Deltas, perturbed_features
 from .dataset import Dataset
 from .errors import DatasetError
-from .features import get_feature_set
 from .training import TrainConfig, fit
 
 __all__ = [
@@ -142,7 +141,7 @@ class EvaluationResult:
 
 
 def _column_groups(data: Dataset) -> dict[str, list[int]]:
-    fs = get_feature_set(data.feature_set)
+    fs = data.feature_set
     index = {c: i for i, c in enumerate(fs.columns)}
     if fs.groups:
         return {g: [index[c] for c in cols] for g, cols in fs.groups.items()}

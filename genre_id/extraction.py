@@ -13,13 +13,11 @@ result and the others go on, even when a decoder crashes its worker process.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import sys
 import warnings
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -29,6 +27,7 @@ from . import audio
 from .cache import FeatureCache, file_digest
 from .errors import AudioError, AudioTooShortError, GenreIdError
 from .features import DEFAULT_FEATURE_SET, FeatureSet, Features, get_feature_set
+from .parallel import FileFailure, map_files
 
 __all__ = [
     "SILENCE_RMS",
@@ -67,15 +66,6 @@ class WindowFeatures:
     def features(self) -> Features:
         """The rows of the non-silent windows, tagged with their feature set."""
         return Features(values=self.values[~self.silent], feature_set=self.feature_set, version=self.version)
-
-
-@dataclass(frozen=True)
-class FileFailure:
-    """A file that could not be used, and why (one line naming it)."""
-
-    path: str
-    message: str
-    internal: bool = False  #: a bug met on this file (an unexpected exception), not a fault of the file
 
 
 def _recipe_errors() -> tuple[type[BaseException], ...]:
@@ -160,7 +150,7 @@ def extract_samples(
     name: str = "audio",
 ) -> WindowFeatures:
     """Window features of in-memory ``samples`` (shape ``(n,)`` or ``(n, channels)``) at ``sample_rate`` Hz."""
-    fs = feature_set if isinstance(feature_set, FeatureSet) else get_feature_set(feature_set)
+    fs = get_feature_set(feature_set)
     if not isinstance(sample_rate, (int, np.integer)) or isinstance(sample_rate, bool) or sample_rate <= 0:
         raise GenreIdError(f"{name}: sample_rate must be a positive whole number of Hz, not {sample_rate!r}")
     if not audio.MIN_SAMPLE_RATE <= sample_rate <= audio.MAX_SAMPLE_RATE:
@@ -195,7 +185,7 @@ def extract_file(
     With ``cache_dir``, results are cached by the file's content; a cached
     entry is checked before use and recomputed if it is not sound.
     """
-    fs = feature_set if isinstance(feature_set, FeatureSet) else get_feature_set(feature_set)
+    fs = get_feature_set(feature_set)
     cache = digest = stamp = None
     if cache_dir is not None:
         cache = FeatureCache(cache_dir, namespace=_namespace(fs, window_seconds, min_seconds))
@@ -253,24 +243,6 @@ def _entry_is_sound(entry: dict[str, np.ndarray], fs: FeatureSet) -> bool:
         return False
 
 
-def _worker_init() -> None:
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(1)
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        pass
-
-
-def _extract_one(path: str, kwargs: dict) -> WindowFeatures | FileFailure:
-    try:
-        return extract_file(path, **kwargs)
-    except GenreIdError as exc:
-        return FileFailure(path, str(exc))
-    except Exception as exc:  # a bug or an odd file: report it, keep the batch going
-        return FileFailure(path, f"{path}: unexpected error ({type(exc).__name__}: {exc})", internal=True)
-
-
 def extract_files(
     paths: Sequence[str | os.PathLike[str]],
     *,
@@ -284,58 +256,12 @@ def extract_files(
 ) -> list[WindowFeatures | FileFailure]:
     """Window features of many files, in order, using ``workers`` processes (default: all cores).
 
-    A file that fails becomes a :class:`FileFailure` in its place; the rest go on.
+    A file that fails becomes a :class:`~genre_id.parallel.FileFailure` in its
+    place; the rest go on, even when a decoder crashes its worker process
+    (:func:`genre_id.parallel.map_files`).
     """
-    fs = feature_set if isinstance(feature_set, FeatureSet) else get_feature_set(feature_set)
-    kwargs = dict(feature_set=fs.name, window_seconds=window_seconds, min_seconds=min_seconds,
-                  cache_dir=None if cache_dir is None else str(cache_dir))
-    items = [str(Path(p)) for p in paths]
-    workers = max(1, min(workers or os.cpu_count() or 1, len(items) or 1))
-    results: list[WindowFeatures | FileFailure | None] = [None] * len(items)
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(items), desc=description, unit="file", disable=not progress, leave=False)
-    try:
-        if workers == 1:
-            for i, p in enumerate(items):
-                results[i] = _extract_one(p, kwargs)
-                bar.update()
-        else:
-            pending = list(range(len(items)))
-            while pending:
-                pending = _run_pool(items, pending, kwargs, workers, results, bar)
-                if pending:
-                    # A worker died (a decoder crashed on some file, or the system killed it).  Run
-                    # the files that were under way one at a time to find the culprit, then go on.
-                    suspects = pending[: 2 * workers + 2]
-                    left = _run_pool(items, suspects, kwargs, 1, results, bar)
-                    if left:
-                        culprit = left[0]  # one worker takes the files in order: the first unfinished one
-                        results[culprit] = FileFailure(items[culprit], (
-                            f"{items[culprit]}: the process decoding this file died "
-                            "(a crash in the decoder, or out of memory)"))
-                        bar.update()
-                    pending = [i for i in pending if results[i] is None]
-    finally:
-        bar.close()
-    return [r for r in results if r is not None]
-
-
-def _run_pool(
-    items: list[str], indices: list[int], kwargs: dict, workers: int,
-    results: list[WindowFeatures | FileFailure | None], bar,
-) -> list[int]:
-    """Extract ``items[indices]`` in a pool of ``workers`` processes, filling ``results``.
-
-    Returns the indices left unfinished because a worker process died (empty when all finished).
-    """
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
-        futures = {pool.submit(_extract_one, items[i], kwargs): i for i in indices}
-        for fut in as_completed(futures):
-            try:
-                results[futures[fut]] = fut.result()
-            except BrokenProcessPool:
-                continue
-            bar.update()
-    return [i for i in indices if results[i] is None]
+    fs = get_feature_set(feature_set)
+    extract = partial(extract_file, feature_set=fs.name, window_seconds=window_seconds, min_seconds=min_seconds,
+                      cache_dir=None if cache_dir is None else str(cache_dir))
+    return list(map_files(extract, [str(Path(p)) for p in paths], workers=workers,
+                          progress=description if progress else None))

@@ -286,12 +286,12 @@ class Features:
     feature_set: str
     version: int
 
-    def check(self, expected: Mapping) -> None:
-        """Raise :class:`FeatureVersionError` unless made by ``expected`` (a ``to_dict()`` form)."""
-        if (self.feature_set, self.version) != (expected["name"], expected["version"]):
+    def check(self, expected: "FeatureSet") -> None:
+        """Raise :class:`FeatureVersionError` unless made by the feature set ``expected``."""
+        if (self.feature_set, self.version) != (expected.name, expected.version):
             raise FeatureVersionError(
                 f"features are '{self.feature_set}' version {self.version}, but the model needs "
-                f"'{expected['name']}' version {expected['version']}"
+                f"'{expected.name}' version {expected.version}"
             )
 
 
@@ -357,39 +357,30 @@ def _groups(columns: list[str]) -> dict[str, tuple[str, ...]]:
     return {k: v for k, v in groups.items() if v}
 
 
+def _gtzan_recipe(name: str, columns: Sequence[str], **kwargs) -> FeatureSet:
+    """A feature set measured with the GTZAN table's settings (librosa defaults: 22050 Hz, n_fft 2048, hop 512)."""
+    return FeatureSet(name=name, version=1, sample_rate=22050, n_fft=2048, hop_length=512, columns=tuple(columns),
+                      groups=_groups(list(columns)), **kwargs)
+
+
 FEATURE_SETS: dict[str, FeatureSet] = {
-    "gtzan57": FeatureSet(
-        name="gtzan57",
-        version=1,
-        sample_rate=22050,
-        n_fft=2048,
-        hop_length=512,
-        columns=tuple(gtzan57_columns()),
-        groups=_groups(gtzan57_columns()),
-    ),
-    "levelfree": FeatureSet(
-        name="levelfree",
-        version=1,
-        sample_rate=22050,
-        n_fft=2048,
-        hop_length=512,
-        columns=tuple(_levelfree_columns()),
-        table_columns=tuple(_LEVELFREE_MEASURED),
-        _derive=_levelfree,
-        groups=_groups(_levelfree_columns()),
-    ),
+    "gtzan57": _gtzan_recipe("gtzan57", gtzan57_columns()),
+    "levelfree": _gtzan_recipe("levelfree", _levelfree_columns(), table_columns=tuple(_LEVELFREE_MEASURED),
+                               _derive=_levelfree),
 }
 
 #: The feature set new models use unless told otherwise.
 DEFAULT_FEATURE_SET = "levelfree"
 
 
-def get_feature_set(spec: str | Mapping = DEFAULT_FEATURE_SET) -> FeatureSet:
-    """Look up a feature set by name, or by a model's stored ``to_dict()`` form.
+def get_feature_set(spec: str | Mapping | FeatureSet = DEFAULT_FEATURE_SET) -> FeatureSet:
+    """Look up a feature set by name, or by a model's stored ``to_dict()`` form (a ``FeatureSet`` is itself).
 
     A stored form must match this library's recipe exactly (name, version and
     settings); otherwise :class:`FeatureVersionError` explains the difference.
     """
+    if isinstance(spec, FeatureSet):
+        return spec
     name = spec if isinstance(spec, str) else spec.get("name")
     fs = FEATURE_SETS.get(str(name))
     if fs is None:
@@ -409,8 +400,3 @@ def get_feature_set(spec: str | Mapping = DEFAULT_FEATURE_SET) -> FeatureSet:
                     f"the model's feature set '{name}' v{fs.version} differs from this genre-id's in '{key}'"
                 )
     return fs
-
-
-def extract(samples: np.ndarray, *, feature_set: str = DEFAULT_FEATURE_SET) -> Features:
-    """Compute ``feature_set``'s vector for mono ``samples`` already at its sample rate."""
-    return get_feature_set(feature_set).extract(samples)

@@ -109,10 +109,6 @@ class DenseNetwork:
         """Class probabilities for ``x`` of shape ``(n, n_inputs)``."""
         return self._forward(x, softmax=True)
 
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        """The output layer's values before its softmax."""
-        return self._forward(x, softmax=False)
-
     def _forward(self, x: np.ndarray, *, softmax: bool) -> np.ndarray:
         h = np.asarray(x, dtype=np.float32)
         if h.ndim == 1:

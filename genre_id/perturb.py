@@ -1,9 +1,10 @@
 """Realistic changes to a recording that must not change its genre.
 
-Used by the robustness benchmark and tests: playback gain, loud mastering,
-an mp3 round trip, 44.1 kHz stereo, and band-limiting.  Each function takes
-mono float32 samples and their rate (Hz) and returns ``(samples, rate)``;
-samples may come back with two channels.
+Used by augmentation, the benchmarks and tests: playback gain, loud
+mastering, an mp3 round trip, 44.1 kHz stereo, and band-limiting.  Each
+function takes mono float32 samples and their rate (Hz) and returns
+``(samples, rate)``; samples may come back with two channels.  And
+:func:`add_noise`, white noise at a signal-to-noise ratio.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import soundfile as sf
 
 from .audio import resample
 
-__all__ = ["gain", "loud_master", "mp3_compression_level", "encode_mp3", "mp3_round_trip", "stereo_44k", "band_limit", "PERTURBATIONS"]
+__all__ = ["gain", "loud_master", "mp3_compression_level", "encode_mp3", "mp3_round_trip", "stereo_44k", "band_limit",
+           "add_noise", "PERTURBATIONS"]
 
 
 def gain(y: np.ndarray, sr: int, *, db: float) -> tuple[np.ndarray, int]:
@@ -72,6 +74,13 @@ def band_limit(y: np.ndarray, sr: int, *, cutoff_hz: float = 8000.0) -> tuple[np
     if low >= sr:
         return y, sr
     return resample(resample(y, orig_sr=sr, target_sr=low), orig_sr=low, target_sr=sr), sr
+
+
+def add_noise(samples: np.ndarray, *, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    """``samples`` plus white Gaussian noise whose power is ``snr_db`` below theirs."""
+    power = float(np.mean(np.square(samples, dtype=np.float64)))
+    sigma = np.sqrt(power / 10 ** (snr_db / 10)) if power > 0 else 0.0
+    return (samples + rng.normal(0.0, sigma, samples.size)).astype(np.float32)
 
 
 #: The changes the robustness benchmark applies, by name.

@@ -9,7 +9,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import NamedTuple, Union
 
 import numpy as np
@@ -18,6 +20,7 @@ from .errors import FeatureVersionError, GenreIdError, SilentAudioError
 from .extraction import WindowFeatures, extract_file, extract_samples
 from .features import FeatureSet, Features, get_feature_set
 from .model import ModelBundle, load_bundle
+from .parallel import Executor, FileFailure, call_isolated, default_workers, map_files
 
 __all__ = ["Recognizer", "Prediction", "Segment", "GenreScore"]
 
@@ -151,10 +154,32 @@ class Recognizer:
             name = os.fsdecode(source) if isinstance(source, bytes) else str(source)
         return self.classify(self.features(source, sample_rate=sample_rate, name=name), top=top, name=name)
 
+    def identify_files(
+        self, paths: Sequence[str | os.PathLike[str]], *, workers: int | None = None, executor: Executor | None = None
+    ) -> Iterator[tuple[str, Prediction | FileFailure]]:
+        """``(path, Prediction)`` for many files, in order, as each is ready; a file that fails gives a ``FileFailure``.
+
+        Features are extracted by ``workers`` processes (default: one per
+        core, never more than files; one file is analysed in this process)
+        and classified here, so this process never imports the feature code's
+        heavy libraries.  A file that crashes its worker costs only itself.
+        """
+        names = [os.fsdecode(p) for p in paths]
+        if executor is None and default_workers(workers, len(names)) == 1:
+            yield from zip(names, (call_isolated(self.identify, n) for n in names))
+            return
+        extract = partial(extract_file, feature_set=self.feature_set.name, window_seconds=self.bundle.window_seconds,
+                          min_seconds=self.bundle.min_seconds)
+        for name, windows in zip(names, map_files(extract, names, workers=workers, executor=executor)):
+            if isinstance(windows, FileFailure):
+                yield name, windows
+            else:
+                yield name, call_isolated(partial(self.classify, name=name), windows, name=name)
+
     def classify(self, windows: WindowFeatures | Features, *, top: int | None = None, name: str = "audio") -> Prediction:
         """Name the genre from features already computed (refused if of another feature set or version)."""
         if isinstance(windows, Features):
-            windows.check(self.bundle.feature_set)
+            windows.check(self.feature_set)
             values = np.atleast_2d(windows.values)
             n = len(values)
             w = self.bundle.window_seconds
@@ -162,7 +187,7 @@ class Recognizer:
                 starts=np.arange(n) * w, ends=np.arange(1, n + 1) * w, values=values,
                 silent=np.zeros(n, dtype=bool), feature_set=windows.feature_set, version=windows.version,
             )
-        windows.features().check(self.bundle.feature_set)
+        windows.features().check(self.feature_set)
         if windows.silent.all():
             raise SilentAudioError(f"{name}: audio is silent; there is no genre to name")
         proba = self.bundle.predict_proba(windows.values[~windows.silent])

@@ -6,31 +6,16 @@ Every file is written to a temporary name and renamed into place.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from .evaluation import EvaluationResult
+from .files import PathLike, atomic_file, atomic_write
 
-__all__ = ["summary_text", "markdown", "write_report", "plot_confusion", "atomic_write"]
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+__all__ = ["summary_text", "markdown", "write_report", "plot_confusion"]
 
 
 def _slug(text: str) -> str:
@@ -100,19 +85,15 @@ def plot_confusion(result: EvaluationResult, path: Path) -> None:
                 ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=8,
                         color="white" if norm[i, j] > 0.5 else "black")
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp)
-        os.replace(tmp, path)
+        with atomic_file(path, suffix=".png") as fh:
+            fig.savefig(fh, format="png")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def write_report(
-    results: Sequence[EvaluationResult], out_dir: str | os.PathLike[str], *, title: str, command: str, notes: str = ""
+    results: Sequence[EvaluationResult], out_dir: PathLike, *, title: str, command: str, notes: str = ""
 ) -> list[Path]:
     """Write ``report.md``, ``report.json`` and one ``confusion-<protocol>.png`` per protocol into ``out_dir``."""
     out = Path(out_dir)

@@ -124,9 +124,9 @@ def fit(
     x_train, x_val = data.x[train_idx], data.x[val_idx]
     x_fit, y_fit = x_train, y[train_idx]
     if deltas is not None:
-        if deltas.feature_set != data.feature_set.get("name") or deltas.values.shape[1] != data.x.shape[1]:
+        if deltas.feature_set != data.feature_set.name or deltas.values.shape[1] != data.x.shape[1]:
             raise DatasetError(f"the perturbation deltas were measured with feature set '{deltas.feature_set}', "
-                               f"the data with '{data.feature_set.get('name')}'")
+                               f"the data with '{data.feature_set.name}'")
         x_fit, y_fit = augment_rows(x_train, y[train_idx], deltas.values, copies=config.augment_copies,
                                     seed=config.seed)
     model = build_network(
@@ -154,7 +154,7 @@ def fit(
         "version": version,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "labels": labels,
-        "feature_set": data.feature_set,
+        "feature_set": data.feature_set.to_dict(),
         "window_seconds": float(window_seconds),
         "min_seconds": float(min_seconds),
         "network": {"layers": layers, "config": {**asdict(config), "hidden": list(config.hidden)}},

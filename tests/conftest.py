@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from genre_id.dataset import shared_data_dir
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts" / "bench"))  # the development-data lookup and measuring helpers
+
+from bench_common import shared_data_dir  # noqa: E402
+
 SHARED_DATA = shared_data_dir()
 MINI = SHARED_DATA / "gtzan_mini"
 TABLE = SHARED_DATA / "gtzan_features_30_sec.csv"

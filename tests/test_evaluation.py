@@ -67,7 +67,7 @@ def test_augment_rows_adds_shifted_copies():
     assert xa.shape == (15, 3) and (xa[5:] == 1).all() and list(ya) == list(y) * 3
 
 
-def test_test_tracks_deltas_are_never_used():
+def test_deltas_without_drops_the_rows_of_the_named_tracks():
     d = Deltas(np.ones((4, 2)), np.array(["a/1", "a/1", "b/2", "c/3"]), np.array(["x"] * 4), "levelfree")
     assert d.without(["a/1"]).tracks.tolist() == ["b/2", "c/3"]
 
@@ -95,7 +95,7 @@ def test_folds_are_grouped_by_track():
     # Windows of a track share a track-specific offset: a leak across folds would be rewarded.
     offsets = np.repeat(rng.normal(0, 3, size=(n_tracks, 51)), per, axis=0)
     x = offsets + (y == "a")[:, None] * 0.5
-    data = Dataset(x, y, groups, get_feature_set().to_dict(), source="toy")
+    data = Dataset(x, y, groups, get_feature_set(), source="toy")
     r = evaluate_folds(data, folds=5, config=FAST, seeds=(0,), importance=False)
     assert len(r.y_true) == n_tracks * per
     assert r.accuracy < 0.8, "windows of one track never sit on both sides"

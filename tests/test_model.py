@@ -22,7 +22,7 @@ def _toy_dataset(n_per_class: int = 40, seed: int = 0) -> Dataset:
     groups = np.asarray([f"{g}/t{i}" for i, g in enumerate(y)])
     from genre_id.features import get_feature_set
 
-    return Dataset(x, y, groups, get_feature_set("gtzan57").to_dict(), source="toy")
+    return Dataset(x, y, groups, get_feature_set("gtzan57"), source="toy")
 
 
 @pytest.fixture(scope="module")

@@ -78,11 +78,19 @@ def test_features_of_another_version_are_refused(default_recognizer):
         default_recognizer.classify(stale)
 
 
-def test_the_recognizer_is_loaded_once_and_reused(monkeypatch, default_recognizer):
-    calls = []
+def test_the_recognizer_is_loaded_once_and_reused(monkeypatch):
     import genre_id.recognizer as r
 
-    monkeypatch.setattr(r, "load_bundle", lambda *a, **k: calls.append(1))
+    calls = []
+    real = r.load_bundle
+    monkeypatch.setattr(r, "load_bundle", lambda *a, **k: calls.append(1) or real(*a, **k))
+    rec = r.Recognizer.load()
+    assert calls == [1]
+
+    def no_reading(*a, **k):
+        raise AssertionError("the model was read again")
+
+    monkeypatch.setattr(np, "load", no_reading)  # the weights are read with np.load
     for seed in range(3):
-        default_recognizer.identify(tone(4.0, seed=seed), sample_rate=22050)
-    assert calls == []
+        rec.identify(tone(4.0, seed=seed), sample_rate=22050)
+    assert calls == [1]

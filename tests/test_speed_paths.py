@@ -117,15 +117,6 @@ def test_batch_identify_in_parallel_keeps_order_and_error_lines(tmp_path):
     assert "librosa" not in top_level(pooled["modules"]) | top_level(serial["modules"])
 
 
-def test_identify_workers_default_and_bounds():
-    from genre_id.cli import _identify_workers
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    assert _identify_workers(None, 1) == 1, "a single file is analysed in the main process"
-    assert _identify_workers(None, 50) == cores
-    assert _identify_workers(8, 3) == 3 and _identify_workers(3, 50) == 3 and _identify_workers(1, 50) == 1
-
-
 def test_bad_workers_value_is_a_usage_error(clip):
     out = subprocess.run([sys.executable, str(IDENTIFY), "--workers", "0", str(clip)], capture_output=True,
                          text=True, timeout=120)
@@ -146,7 +137,7 @@ def _write_wav(path: Path, seconds: float, sr: int = 44100, channels: int = 2) -
 
 def test_long_audio_is_analysed_in_bounded_memory(tmp_path):
     """Ten minutes of 44.1 kHz stereo (212 MB as float32) need about the memory of 30 seconds."""
-    from genre_id.benchmark import run_measured
+    from bench_common import run_measured
 
     short, long_ = tmp_path / "short.wav", tmp_path / "long.wav"
     _write_wav(short, 30.0)

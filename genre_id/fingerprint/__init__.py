@@ -16,9 +16,9 @@ The public API:
 
 Modules: :mod:`.landmarks` (peaks and hashes), :mod:`.matching` (offset
 histograms and the decision), :mod:`.store` (databases), :mod:`.metadata`
-(content hash, tags, folder walk), :mod:`.index` (the index),
-:mod:`.commands` (the ``genre-id index`` CLI and ``identify``'s match),
-:mod:`.bench` (the benchmark behind ``scripts/bench_fingerprint.py``).
+(content hash, tags, folder walk) and :mod:`.index` (the index).  The
+``genre-id index`` commands live in
+:mod:`genre_id.cli.index`.
 """
 
 from __future__ import annotations

@@ -16,16 +16,18 @@ an unknown song gives ``None``, never a wrong name.
 from __future__ import annotations
 
 import builtins
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Literal, Union
+from typing import Literal
 
 import numpy as np
 
 from ..audio import iter_windows
 from ..errors import AudioError, GenreIdError
+from ..files import PathLike
+from ..parallel import FileFailure, map_files
 from .landmarks import DEFAULT_PARAMS, FingerprintParams, Landmarks, fingerprint
 from .matching import DEFAULT_THRESHOLD, Candidate, MatchThreshold, decide, join_hits, rank_candidates
 from .metadata import file_sha256, find_audio_files, title_and_artist
@@ -41,7 +43,6 @@ __all__ = [
     "fingerprint_file",
 ]
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 #: Where the CLI keeps the database unless ``--db`` says otherwise (relative to the working folder).
 DEFAULT_DB_PATH = Path("data") / "fingerprints.sqlite"
@@ -95,6 +96,7 @@ class FileResult:
     path: Path
     status: Literal["added", "unchanged", "failed"]
     message: str = ""  #: for failures: one line naming the file and the problem
+    internal: bool = False  #: for failures: a bug met on this file, not a fault of the file
 
 
 @dataclass
@@ -159,6 +161,17 @@ def fingerprint_file(
     )
 
 
+def _fingerprint_new(path: Path, *, params: FingerprintParams) -> tuple[NewRecording, Landmarks]:
+    """What :meth:`FingerprintIndex.add` stores for ``path`` (may run in a worker process)."""
+    sha = file_sha256(path)
+    landmarks = fingerprint_file(path, params=params)
+    if len(landmarks) == 0:
+        raise AudioError(f"{path}: no fingerprint could be made (silent, or no distinct peaks)")
+    title, artist = title_and_artist(path)
+    new = NewRecording(title=title, artist=artist, path=str(path.resolve()), sha256=sha, duration=landmarks.duration)
+    return new, landmarks
+
+
 def _is_id(value: object) -> bool:
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         return True
@@ -217,21 +230,16 @@ class FingerprintIndex:
         (silence); the database is then unchanged.
         """
         p = Path(path).expanduser()
-        sha = file_sha256(p)
-        if self.store.get_by_sha256(sha) is not None:
+        if self.store.get_by_sha256(file_sha256(p)) is not None:
             return False
-        landmarks = fingerprint_file(p, params=self.params)
-        if len(landmarks) == 0:
-            raise AudioError(f"{p}: no fingerprint could be made (silent, or no distinct peaks)")
-        title, artist = title_and_artist(p)
-        new = NewRecording(title=title, artist=artist, path=str(p.resolve()), sha256=sha, duration=landmarks.duration)
-        return self.store.add(new, landmarks) is not None
+        return self.store.add(*_fingerprint_new(p, params=self.params)) is not None
 
     def add_folder(
         self,
         directory: PathLike,
         *,
         on_file: Callable[[FileResult], None] | None = None,
+        workers: int | None = None,
     ) -> AddReport:
         """Add every audio file under ``directory`` (recursively); report what happened.
 
@@ -242,14 +250,43 @@ class FingerprintIndex:
         folder; a database that cannot be written stops the run
         (:class:`~genre_id.fingerprint.store.FingerprintDBError`).
         """
+        return self.add_files(find_audio_files(Path(directory).expanduser()), on_file=on_file, workers=workers)
+
+    def add_files(
+        self,
+        paths: builtins.list[PathLike],
+        *,
+        on_file: Callable[[FileResult], None] | None = None,
+        workers: int | None = None,
+    ) -> AddReport:
+        """Add ``paths``, fingerprinted by ``workers`` processes (default: one per core); report what happened.
+
+        Files whose exact bytes are already stored are skipped without being
+        decoded.  A file that fails is recorded in the report and skipped;
+        ``on_file`` is called after each file, in order.  A database that
+        cannot be written stops the run (:class:`~genre_id.fingerprint.store.FingerprintDBError`).
+        """
         report = AddReport()
-        for path in find_audio_files(Path(directory).expanduser()):
+        files = [Path(p).expanduser() for p in paths]
+        known: dict[int, FileResult] = {}
+        for i, path in enumerate(files):
             try:
-                result = FileResult(path, "added" if self.add(path) else "unchanged")
+                if self.store.get_by_sha256(file_sha256(path)) is not None:
+                    known[i] = FileResult(path, "unchanged")
             except FingerprintDBError:
                 raise
             except GenreIdError as exc:
-                result = FileResult(path, "failed", str(exc))
+                known[i] = FileResult(path, "failed", str(exc))
+        made = map_files(partial(_fingerprint_new, params=self.params),
+                         [p for i, p in enumerate(files) if i not in known], workers=workers)
+        for i, path in enumerate(files):
+            result = known.get(i)
+            if result is None:
+                new = next(made)
+                if isinstance(new, FileFailure):
+                    result = FileResult(path, "failed", new.message, internal=new.internal)
+                else:
+                    result = FileResult(path, "added" if self.store.add(*new) is not None else "unchanged")
             report.record(result)
             if on_file is not None:
                 on_file(result)

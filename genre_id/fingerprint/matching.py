@@ -85,13 +85,8 @@ def join_hits(query_hashes: np.ndarray, hit_hashes: np.ndarray) -> tuple[np.ndar
 
 
 def rank_candidates(
-    query_times: np.ndarray,
-    hit_query_index: np.ndarray,
-    hit_recordings: np.ndarray,
-    hit_times: np.ndarray,
-    *,
-    tolerance: int = 1,
-    top: int = 2,
+    query_times: np.ndarray, hit_query_index: np.ndarray, hit_recordings: np.ndarray, hit_times: np.ndarray,
+    *, tolerance: int = 1, top: int = 2,
 ) -> list[Candidate]:
     """The ``top`` recordings with the best aligned-hit counts, best first.
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Union
 
 from ..audio import SUPPORTED_EXTENSIONS
 from ..cache import file_digest
 from ..errors import AudioError
+from ..files import PathLike
 
 __all__ = ["file_sha256", "find_audio_files", "title_and_artist", "title_and_artist_from_name"]
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 _TRACK_NUMBER = re.compile(r"^\d{1,3}(?:\s*[-._]\s*|\s+)")
 

@@ -32,18 +32,17 @@ from __future__ import annotations
 
 import abc
 import json
-import os
 import sqlite3
 import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from itertools import repeat
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 
 from ..errors import GenreIdError
+from ..files import PathLike
 from .landmarks import DEFAULT_PARAMS, FingerprintParams, Landmarks
 
 __all__ = [
@@ -56,7 +55,6 @@ __all__ = [
     "StoreStats",
 ]
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 #: Version of the SQLite layout; bumped when the tables change.
 SCHEMA_VERSION = 1

@@ -1,90 +1,46 @@
-"""Speed and memory benchmark of genre-id, behind ``scripts/bench_speed.py``.
+#!/usr/bin/env python3
+"""Measure genre-id's speed and memory against its targets, each next to a reference from the same run.
 
-Every figure is measured in one run next to its reference, each in a fresh
-process so that nothing is shared between measurements:
+    python scripts/bench/speed.py [--repeats 3] [--long-minutes 60] [--skip cold,throughput,long,warm,train]
+
+Rows, each measured in a fresh process so that nothing is shared between measurements:
 
 * cold ``python scripts/identify.py`` on a 30 s wav: wall time and peak
   memory, next to ``python -c "import tensorflow"`` alone;
 * feature extraction throughput of the default feature set in one process
-  with one thread (seconds of audio per second of CPU), next to the full
-  ``gtzan57`` recipe (with HPSS);
+  with one thread (seconds of audio per second of CPU) on the 100 real
+  clips, next to the full ``gtzan57`` recipe (with HPSS);
 * ``identify`` on a 60-minute file: peak memory and speed;
 * a warm ``Recognizer.identify`` on a 30 s clip;
 * training the default model from the GTZAN table.
 
 Peak memory (RSS) of a command is read with ``getrusage(RUSAGE_CHILDREN)``
-in a small wrapper process that runs only that command, so it covers the
-command and every process it waited for.  Audio made for the benchmark
-goes to a temporary folder, never into the repository.
+in a small wrapper process that runs only that command
+(:func:`bench_common.run_measured`).  Audio is made in a temporary folder
+(from the real clips in ``../shared/data`` or ``$GENRE_ID_SHARED_DATA``,
+synthesized when absent), never in the repository.  Exit code 0 when every
+target is met, 1 otherwise.  About 2 minutes.
 
-This module imports nothing heavy; the measuring happens in subprocesses
-(``python -m genre_id.benchmark throughput|warm ...``).
+The steps that run inside the measured process are this script's
+``--step throughput|warm`` (they print JSON).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench_common import ROOT, env_with_checkout, format_table, run_measured, shared_data_dir, verdict
+
 IDENTIFY = ROOT / "scripts" / "identify.py"
-
-__all__ = ["Measured", "Row", "run_measured", "import_breakdown", "run_benchmark"]
-
-#: Runs one command and prints, as JSON, its wall time, exit code, CPU times and peak RSS
-#: (``RUSAGE_CHILDREN``: the largest of the command and the processes it waited for).
-_WRAPPER = r"""
-import json, resource, subprocess, sys, time
-t = time.perf_counter()
-p = subprocess.run(sys.argv[2:], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-wall = time.perf_counter() - t
-ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-with open(sys.argv[1], "w") as fh:
-    json.dump({"wall": wall, "returncode": p.returncode, "maxrss_kb": ru.ru_maxrss,
-               "cpu": ru.ru_utime + ru.ru_stime,
-               "stdout": p.stdout.decode("utf-8", "replace"), "stderr": p.stderr.decode("utf-8", "replace")}, fh)
-"""
-
-
-@dataclass(frozen=True)
-class Measured:
-    """What one run of a command cost."""
-
-    wall: float  #: seconds
-    rss_mb: float  #: peak resident memory, MB (10^6 bytes)
-    cpu: float  #: user + system CPU seconds
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    env.update(extra or {})
-    return env
-
-
-def run_measured(cmd: Sequence[str], *, env: dict[str, str] | None = None, timeout: float = 900,
-                 cwd: str | os.PathLike[str] | None = None) -> Measured:
-    """Run ``cmd`` in a fresh wrapper process; its wall time, peak RSS, CPU time and output."""
-    with tempfile.TemporaryDirectory(prefix="genre-id-rss-") as tmp:
-        out = Path(tmp) / "m.json"
-        subprocess.run([sys.executable, "-c", _WRAPPER, str(out), *map(str, cmd)], env=_env(env),
-                       timeout=timeout, check=True, cwd=cwd)
-        m = json.loads(out.read_text())
-    return Measured(wall=m["wall"], rss_mb=m["maxrss_kb"] * 1024 / 1e6, cpu=m["cpu"],
-                    returncode=m["returncode"], stdout=m["stdout"], stderr=m["stderr"])
-
 
 def import_breakdown(cmd_args: Sequence[str], *, top: int = 8, env: dict[str, str] | None = None) -> list[tuple[str, float]]:
     """The top-level imports of ``python -X importtime CMD_ARGS`` by cumulative seconds, largest first.
@@ -93,7 +49,7 @@ def import_breakdown(cmd_args: Sequence[str], *, top: int = 8, env: dict[str, st
     lazily imported modules count where they were first needed.
     """
     p = subprocess.run([sys.executable, "-X", "importtime", *map(str, cmd_args)], capture_output=True, text=True,
-                       env=_env(env), timeout=600)
+                       env=env_with_checkout(env), timeout=600)
     found: list[tuple[str, float]] = []
     for line in p.stderr.splitlines():
         if not line.startswith("import time:") or "self [us]" in line:
@@ -111,30 +67,17 @@ def import_breakdown(cmd_args: Sequence[str], *, top: int = 8, env: dict[str, st
 # --- audio for the benchmark --------------------------------------------------------------------------
 
 
-def _shared_data() -> Path:
-    from .dataset import shared_data_dir
-
-    return shared_data_dir()
-
-
 def real_clips(data: Path | None = None) -> list[Path]:
     """The 100 real GTZAN clips, or an empty list when they are absent."""
-    return sorted((data or _shared_data()).glob("gtzan_mini/*/*.flac"))
+    return sorted((data or shared_data_dir()).glob("gtzan_mini/*/*.flac"))
 
 
-def _synth(seconds: float, sr: int = 22050, seed: int = 0):
-    """A synthetic groove (drums, bass, chords), mono float32, when no real clip is at hand."""
-    import numpy as np
+def _synth(seconds: float, seed: int = 0):
+    """Synthetic music (:func:`make_example.synth_groove`), 22050 Hz mono, when no real clip is at hand."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from make_example import synth_groove
 
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * sr)) / sr
-    beat = 60 / (90 + 40 * rng.random())
-    phase = (t % beat) / beat
-    kick = np.sin(2 * np.pi * 55 * t) * np.exp(-phase * 12)
-    hat = rng.standard_normal(t.size) * np.exp(-((t + beat / 2) % beat) / beat * 30) * 0.3
-    root = 110 * 2 ** (rng.integers(0, 12) / 12)
-    chord = sum(np.sin(2 * np.pi * root * r * t) for r in (1, 1.26, 1.5, 2)) / 4
-    return (0.3 * kick + 0.1 * hat + 0.2 * chord).astype(np.float32)
+    return synth_groove(seconds=seconds, seed=seed)
 
 
 def make_clip(path: Path, clips: Sequence[Path]) -> Path:
@@ -156,7 +99,7 @@ def make_long(path: Path, clips: Sequence[Path], seconds: float) -> Path:
     """
     import soundfile as sf
 
-    from .audio import load
+    from genre_id.audio import load
 
     sr = 22050
     need = int(seconds * sr)
@@ -166,7 +109,7 @@ def make_long(path: Path, clips: Sequence[Path], seconds: float) -> Path:
             if clips:
                 y = load(clips[i % len(clips)], sample_rate=sr)  # mono, resampled
             else:
-                y = _synth(30.0, sr, seed=i)
+                y = _synth(30.0, seed=i)
             y = y[:need]
             out.write(y)
             need -= len(y)
@@ -188,7 +131,7 @@ def _throughput_main(feature_set: str, files: Sequence[str]) -> dict:
     figure is the steady rate (the cold start is measured separately).
     Decoding and resampling are included.
     """
-    from .extraction import extract_file
+    from genre_id.extraction import extract_file
 
     extract_file(files[0], feature_set=feature_set)
     audio_s = 0.0
@@ -202,7 +145,7 @@ def _throughput_main(feature_set: str, files: Sequence[str]) -> dict:
 
 def _warm_main(clip: str, repeats: int = 7) -> dict:
     """A loaded ``Recognizer`` identifying ``clip`` again and again: the median seconds per call."""
-    from . import Recognizer
+    from genre_id import Recognizer
 
     rec = Recognizer.load()
     t = time.perf_counter()
@@ -219,8 +162,8 @@ def _warm_main(clip: str, repeats: int = 7) -> dict:
 
 
 def _run_json(args: Sequence[str], env: dict[str, str] | None = None, timeout: float = 900) -> dict:
-    p = subprocess.run([sys.executable, "-m", "genre_id.benchmark", *map(str, args)], capture_output=True,
-                       text=True, env=_env(env), timeout=timeout)
+    p = subprocess.run([sys.executable, __file__, "--step", *map(str, args)], capture_output=True,
+                       text=True, env=env_with_checkout(env), timeout=timeout)
     if p.returncode != 0:
         raise RuntimeError(f"benchmark step {args[0]} failed: {p.stderr.strip()[-2000:]}")
     return json.loads(p.stdout.strip().splitlines()[-1])
@@ -243,16 +186,12 @@ class Row:
 
     @property
     def verdict(self) -> str:
-        return "info" if self.ok is None else "PASS" if self.ok else "FAIL"
+        return verdict(self.ok, passed="PASS", info="info")
 
 
-def format_table(rows: Sequence[Row]) -> str:
-    head = ("measure", "ours", "reference (same run)", "ratio", "target", "result")
-    cells = [head] + [(r.measure, r.value, r.reference, r.ratio, r.target, r.verdict) for r in rows]
-    widths = [max(len(c[i]) for c in cells) for i in range(len(head))]
-    lines = ["  ".join(c[i].ljust(widths[i]) for i in range(len(head))).rstrip() for c in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+def table(rows: Sequence[Row]) -> str:
+    return format_table(("measure", "ours", "reference (same run)", "ratio", "target", "result"),
+                        [(r.measure, r.value, r.reference, r.ratio, r.target, r.verdict) for r in rows])
 
 
 def _say(msg: str) -> None:
@@ -261,20 +200,17 @@ def _say(msg: str) -> None:
 
 def _warm_delta_cache(mini: Path) -> None:
     """Measure (or read from ``data/cache``) the perturbation deltas that training with augmentation uses."""
-    from .augment import perturbation_deltas
-    from .dataset import scan_folder, track_id
-    from .features import DEFAULT_FEATURE_SET
+    from genre_id.augment import folder_deltas
+    from genre_id.features import DEFAULT_FEATURE_SET
 
-    items = scan_folder(mini)
-    perturbation_deltas([str(p) for p, _ in items], tracks=[track_id(p.relative_to(mini).as_posix()) for p, _ in items],
-                        feature_set=DEFAULT_FEATURE_SET, cache_dir=ROOT / "data" / "cache")
+    folder_deltas(mini, feature_set=DEFAULT_FEATURE_SET, cache_dir=ROOT / "data" / "cache")
 
 
 def run_benchmark(*, repeats: int = 3, long_minutes: float = 60.0, skip: Sequence[str] = (),
                   data: Path | None = None, keep: bool = False, numba_cold: bool = True,
                   log: Callable[[str], None] = _say) -> tuple[list[Row], list[str]]:
     """Measure everything; the rows of the table and extra lines (details, import breakdown)."""
-    data = data or _shared_data()
+    data = data or shared_data_dir()
     clips = real_clips(data)
     rows: list[Row] = []
     extra: list[str] = []
@@ -318,7 +254,7 @@ def run_benchmark(*, repeats: int = 3, long_minutes: float = 60.0, skip: Sequenc
             ref_files = files[:: max(1, len(files) // 10)][:10]
             log(f"throughput: default feature set on {len(files)} clips, gtzan57 on {len(ref_files)}, "
                 "one process, one thread ...")
-            from .features import DEFAULT_FEATURE_SET  # light: numpy only
+            from genre_id.features import DEFAULT_FEATURE_SET  # light: numpy only
 
             one = _one_thread_env()
             ours_t = _run_json(["throughput", DEFAULT_FEATURE_SET, *files], env=one)
@@ -386,8 +322,8 @@ def run_benchmark(*, repeats: int = 3, long_minutes: float = 60.0, skip: Sequenc
     return rows, extra
 
 
-def main_subprocess(argv: Sequence[str]) -> int:
-    """``python -m genre_id.benchmark throughput FEATURE_SET FILE...`` or ``... warm CLIP``: print JSON."""
+def run_step(argv: Sequence[str]) -> int:
+    """``--step throughput FEATURE_SET FILE...`` or ``--step warm CLIP``: measure in this process; print JSON."""
     what, *rest = argv
     if what == "throughput":
         result = _throughput_main(rest[0], rest[1:])
@@ -399,5 +335,31 @@ def main_subprocess(argv: Sequence[str]) -> int:
     return 0
 
 
+def main() -> int:
+    if sys.argv[1:2] == ["--step"]:
+        return run_step(sys.argv[2:])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeats", type=int, default=3, help="cold-start runs of each command (default 3)")
+    ap.add_argument("--long-minutes", type=float, default=60.0, help="length of the long file (default 60)")
+    ap.add_argument("--skip", default="", help="comma-separated rows to skip: cold,throughput,long,warm,train")
+    ap.add_argument("--data", type=Path, default=None, help="shared data folder (default ../shared/data)")
+    ap.add_argument("--no-numba-cold", action="store_true", help="skip the empty-numba-cache cold start")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = ap.parse_args()
+
+    t0 = time.perf_counter()
+    rows, extra = run_benchmark(repeats=args.repeats, long_minutes=args.long_minutes,
+                                skip=[s for s in args.skip.split(",") if s], data=args.data, keep=args.keep,
+                                numba_cold=not args.no_numba_cold)
+    print(table(rows))
+    print()
+    for line in extra:
+        print(line)
+    failed = [r.measure for r in rows if r.ok is False]
+    print(f"\n{len(rows) - len(failed)} of {len(rows)} rows pass or are informational; "
+          f"{len(failed)} fail; benchmark took {time.perf_counter() - t0:.0f} s")
+    return 1 if failed else 0
+
+
 if __name__ == "__main__":
-    sys.exit(main_subprocess(sys.argv[1:]))
+    sys.exit(main())

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Reproduce every accuracy figure of genre-id in one command, and print a table.
 
-    python scripts/bench_accuracy.py [--data ../shared/data] [--seeds 3] [--out reports/accuracy]
+    python scripts/bench/accuracy.py [--data ../shared/data] [--seeds 3] [--out reports/accuracy]
 
 1. The fault-filtered, artist-disjoint split of the GTZAN feature table:
    train on train+valid lists, test on the test list (mean of seeds).
@@ -24,14 +24,11 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench_common import ROOT, format_table, shared_data_dir, verdict
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    from genre_id.dataset import shared_data_dir
-
     ap.add_argument("--data", default=str(shared_data_dir()), help="shared data folder (default ../shared/data)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--out", default=str(ROOT / "reports" / "accuracy"))
@@ -47,7 +44,8 @@ def main() -> int:
     from genre_id.dataset import load_folder, read_split_list, read_table, scan_folder, track_id
     from genre_id.evaluation import evaluate_folds, evaluate_split, prediction_stability
     from genre_id.features import DEFAULT_FEATURE_SET
-    from genre_id.report import atomic_write, write_report
+    from genre_id.files import atomic_write
+    from genre_id.report import write_report
     from genre_id.training import fit
 
     data_dir = Path(args.data)
@@ -121,24 +119,19 @@ def main() -> int:
         print(f"  audio figures skipped: no clips at {mini}" if not mini.exists() else "  audio figures skipped")
 
     paths = write_report(results, args.out, title="genre-id accuracy benchmark",
-                         command="python scripts/bench_accuracy.py " + " ".join(sys.argv[1:]))
+                         command="python scripts/bench/accuracy.py " + " ".join(sys.argv[1:]))
     if stability is not None:
         atomic_write(Path(args.out) / "robustness.json", (json.dumps(stability, indent=2) + "\n").encode())
-    widths = [max(len(str(r[i])) for r in rows + [("measure", "reference", "target", "value", "")]) for i in range(4)]
-    head = ("measure", "reference", "target", "value")
     print()
-    print("  ".join(h.ljust(w) for h, w in zip(head, widths)) + "  result")
-    print("  ".join("-" * w for w in widths) + "  ------")
-    for r in rows:
-        verdict = "-" if r[4] is None else ("pass" if r[4] else "FAIL")
-        print("  ".join(str(v).ljust(w) for v, w in zip(r[:4], widths)) + f"  {verdict}")
+    print(format_table(("measure", "reference", "target", "value", "result"),
+                       [(*r[:4], verdict(r[4])) for r in rows]))
     print(f"\n{time.time() - t0:.0f} s; reports in {', '.join(str(p) for p in paths[:2])}")
     if args.record_in:
         from genre_id.model import load_bundle, save_bundle
 
         bundle = load_bundle(args.record_in)
         bundle.metadata = {**bundle.metadata, "evaluation": {
-            "command": "python scripts/bench_accuracy.py " + " ".join(sys.argv[1:]),
+            "command": "python scripts/bench/accuracy.py " + " ".join(sys.argv[1:]),
             "date": time.strftime("%Y-%m-%d"),
             "recipe": "the library's default feature set and TrainConfig, as this model",
             "figures": [{"measure": r[0], "reference": r[1], "target": r[2], "value": r[3],

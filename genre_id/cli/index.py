@@ -1,8 +1,4 @@
-"""Command-line handlers: ``genre-id index add|list|remove`` and the match of ``identify``.
-
-``genre_id/cli.py`` calls :func:`add_index_parser` to register the ``index``
-command, and :func:`match_for_identify` / :func:`format_match` for the
-``match`` part of ``identify``.
+"""``genre-id index add|list|remove``, and the ``match`` part of ``identify --db``.
 
 Exit codes of ``index`` commands, as for the rest of the CLI: 0 when
 everything asked for was done; 2 when some input could not be used (a file
@@ -18,22 +14,19 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-# The exit codes and the error line are the CLI's; genre_id.cli imports this module only inside
-# functions, so importing it here makes no cycle.
-from ..cli import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK
-from ..cli import _fail as _error
 from ..errors import AudioError, GenreIdError
-from .index import DEFAULT_DB_PATH, FileResult, FingerprintIndex
-from .store import Recording
+from ..fingerprint.index import DEFAULT_DB_PATH, FileResult, FingerprintIndex
+from ..fingerprint.store import Recording
+from .common import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK
+from .common import fail as _error
 
 __all__ = [
     "DB_HELP",
     "add_db_argument",
-    "add_index_parser",
+    "add_parser",
     "cmd_index_add",
     "cmd_index_list",
     "cmd_index_remove",
@@ -49,7 +42,7 @@ def add_db_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", type=Path, default=DEFAULT_DB_PATH, metavar="PATH", help=DB_HELP)
 
 
-def add_index_parser(subparsers: Any) -> None:
+def add_parser(subparsers: Any) -> None:
     """Register ``index`` with its commands ``add``, ``list`` and ``remove`` on ``subparsers``.
 
     ``subparsers`` is what ``ArgumentParser.add_subparsers()`` returned.  Each
@@ -85,31 +78,10 @@ def add_index_parser(subparsers: Any) -> None:
     rm.set_defaults(func=cmd_index_remove)
 
 
-def _progress(total: int, *, enabled: bool) -> Any:
-    """A tqdm progress bar on stderr when it is a terminal, else ``None``."""
-    if not enabled or total < 2 or not sys.stderr.isatty():
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:  # tqdm is a nicety
-        return None
-    return tqdm(total=total, unit="file", file=sys.stderr, leave=False)
-
-
-def _say(bar: Any) -> Callable[[str, bool], None]:
-    def say(line: str, to_stderr: bool) -> None:
-        stream = sys.stderr if to_stderr else sys.stdout
-        if bar is not None:
-            bar.write(line, file=stream)
-        else:
-            print(line, file=stream, flush=True)
-
-    return say
-
-
 def cmd_index_add(args: argparse.Namespace) -> int:
     """``genre-id index add MUSIC_DIR... [--db PATH] [-v]``."""
-    from .metadata import find_audio_files
+    from ..fingerprint.metadata import find_audio_files
+    from ..parallel import progress_bar
 
     counts = {"added": 0, "unchanged": 0, "failed": 0, "internal": 0}
     try:
@@ -119,23 +91,29 @@ def cmd_index_add(args: argparse.Namespace) -> int:
                 raise AudioError(f"{p}: no such file or folder")
             files += find_audio_files(p) if Path(p).is_dir() else [Path(p)]
         with FingerprintIndex.open(args.db) as index:
-            bar = _progress(len(files), enabled=True)
-            say = _say(bar)
+            bar = progress_bar(len(files)) if len(files) > 1 and sys.stderr.isatty() else None
+
+            def say(line: str, stream) -> None:
+                if bar is not None:
+                    bar.write(line, file=stream)
+                else:
+                    print(line, file=stream, flush=True)
+
+            def on_file(result: FileResult) -> None:
+                counts[result.status] += 1
+                counts["internal"] += result.internal
+                if result.status == "failed":
+                    say(f"error: {result.message}", sys.stderr)
+                elif args.verbose:
+                    say(f"{result.status}: {result.path}", sys.stdout)
+                if bar is not None:
+                    bar.update(1)
+
             try:
-                for path in files:
-                    result, internal = _add_one(index, path)
-                    counts[result.status] += 1
-                    counts["internal"] += internal
-                    if result.status == "failed":
-                        say(f"error: {result.message}", True)
-                    elif args.verbose:
-                        say(f"{result.status}: {path}", False)
-                    if bar is not None:
-                        bar.update(1)
+                index.add_files(files, on_file=on_file)
             finally:
                 if bar is not None:
                     bar.close()
-            index.store.checkpoint()
             total = len(index.list())
     except KeyboardInterrupt:
         _error(f"interrupted; {args.db} holds the {counts['added']} files added before")
@@ -150,23 +128,6 @@ def cmd_index_add(args: argparse.Namespace) -> int:
     if counts["internal"]:
         return EXIT_INTERNAL
     return EXIT_BAD_INPUT if counts["failed"] else EXIT_OK
-
-
-def _add_one(index: FingerprintIndex, path: Path) -> tuple[FileResult, bool]:
-    """Add one file: ``(result, whether a failure was an internal error)``.
-
-    A file that fails is returned as failed, not raised; a database failure is raised.
-    """
-    from .store import FingerprintDBError
-
-    try:
-        return FileResult(path, "added" if index.add(path) else "unchanged"), False
-    except FingerprintDBError:
-        raise
-    except GenreIdError as exc:
-        return FileResult(path, "failed", str(exc)), False
-    except Exception as exc:  # a bug: say so in one line and go on with the other files
-        return FileResult(path, "failed", f"{path}: internal error ({type(exc).__name__}: {exc})"), True
 
 
 def _artist_text(artist: str | None) -> str:

@@ -1,0 +1,7 @@
+"""``python -m genre_id.cli``: the same as ``genre-id``."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

@@ -1,0 +1,137 @@
+"""``genre-id train`` and ``genre-id evaluate``: a model or a report from a folder of audio or a feature table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..errors import GenreIdError
+from ..features import DEFAULT_FEATURE_SET
+from .common import EXIT_BAD_INPUT, EXIT_OK, command_line, fail, int_at_least, positive_int
+
+__all__ = ["add_parsers", "cmd_train", "cmd_evaluate"]
+
+
+def _add_data_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data_dir", nargs="?", metavar="DATA_DIR", help="folder with one sub-folder of audio per genre")
+    p.add_argument("--table", metavar="FEATURES.csv", help="use a feature table instead of audio")
+    p.add_argument("--feature-set", default=DEFAULT_FEATURE_SET, help=f"feature set (default {DEFAULT_FEATURE_SET})")
+    p.add_argument("--window-seconds", type=float, default=30.0, help="analysis window, seconds (default 30)")
+    p.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                   help="extraction processes (default: all cores)")
+    p.add_argument("--cache-dir", default="data/cache", help="feature cache folder (default data/cache)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--augment-from", metavar="CLIPS_DIR",
+                   help="GTZAN-style folder of real clips: teach the model what gain, mastering, mp3, resampling "
+                        "and band-limiting do to their features (feature-space augmentation)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--patience", type=int, default=30, help="epochs without better validation loss before stopping")
+    p.add_argument("--max-epochs", type=int, default=400)
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    t = sub.add_parser("train", help="train a model from a GTZAN-style folder or a feature table")
+    _add_data_arguments(t)
+    t.add_argument("--out", required=True, metavar="DIR", help="model folder to write, e.g. models/mine")
+    t.add_argument("--name", help="model name (default: the folder's name)")
+    t.add_argument("--model-version", default="1", help="version string stored in the model")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="train and test with an honest protocol; write a report")
+    _add_data_arguments(e)
+    how = e.add_mutually_exclusive_group()
+    how.add_argument("--split", nargs=2, metavar=("TRAIN_LIST[,MORE]", "TEST_LIST"),
+                     help="train on the tracks of the first list(s), test on the second's")
+    how.add_argument("--folds", type=int_at_least(2), default=10, metavar="K",
+                     help="stratified K-fold cross-validation grouped by track (default 10)")
+    e.add_argument("--seeds", type=positive_int, default=1, metavar="N", help="repeat with N seeds; report mean and std")
+    e.add_argument("--json", action="store_true", help="print the result as JSON")
+    e.add_argument("--out", metavar="DIR", help="write report.md, report.json and a confusion-matrix PNG here")
+    e.add_argument("--no-importance", action="store_true", help="skip permutation importance")
+    e.set_defaults(func=cmd_evaluate)
+
+
+def _load_data(args: argparse.Namespace):
+    """The dataset named by ``DATA_DIR`` or ``--table``; each skipped file is reported."""
+    from ..dataset import load_folder, read_table
+
+    if bool(args.data_dir) == bool(args.table):
+        raise GenreIdError(f"{args.command} needs either DATA_DIR or --table FEATURES.csv (not both)")
+    if args.table:
+        data = read_table(args.table, feature_set=args.feature_set)
+    else:
+        data = load_folder(
+            args.data_dir, feature_set=args.feature_set, window_seconds=args.window_seconds,
+            cache_dir=None if args.no_cache else args.cache_dir, workers=args.workers, progress=not args.quiet,
+        )
+    for failure in data.failures:
+        fail(f"skipped {failure.message}")
+    return data
+
+
+def _deltas(args: argparse.Namespace):
+    """Perturbation deltas measured on the clips of ``--augment-from`` (None without it)."""
+    if not args.augment_from:
+        return None
+    from ..augment import folder_deltas
+
+    return folder_deltas(args.augment_from, feature_set=args.feature_set,
+                         cache_dir=None if args.no_cache else args.cache_dir, workers=args.workers)
+
+
+def _config(args: argparse.Namespace):
+    from ..training import TrainConfig
+
+    return TrainConfig(seed=args.seed, patience=args.patience, max_epochs=args.max_epochs)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..model import check_model_target, save_bundle
+    from ..training import fit
+
+    check_model_target(args.out)  # refuse a bad --out before the work, not after it
+    data = _load_data(args)
+    name = args.name or Path(args.out).name
+    bundle = fit(data, config=_config(args), deltas=_deltas(args), name=name, version=args.model_version,
+                 window_seconds=args.window_seconds, command=command_line(args.argv))
+    save_bundle(bundle, args.out)
+    m = bundle.metadata["metrics"]
+    s = bundle.metadata["training"]["data"]
+    print(
+        f"trained '{name}' on {s['tracks']} tracks ({s['rows']} windows, {len(bundle.labels)} genres); "
+        f"stopped at epoch {bundle.metadata['training']['best_epoch']}; "
+        f"train accuracy {m['train_accuracy']:.3f}, validation accuracy {m['validation_accuracy']:.3f} "
+        f"on {m['validation_tracks']} held-out tracks"
+    )
+    print(f"saved {args.out}")
+    return EXIT_BAD_INPUT if data.failures else EXIT_OK
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ..dataset import read_split_list
+    from ..evaluation import evaluate_folds, evaluate_split
+    from ..report import summary_text, write_report
+
+    data = _load_data(args)
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    config = _config(args)
+    if args.split:
+        train_ids = [t for part in args.split[0].split(",") for t in read_split_list(part)]
+        test_ids = read_split_list(args.split[1])
+        result = evaluate_split(data, train_ids, test_ids, config=config, seeds=seeds, deltas=_deltas(args),
+                                importance=not args.no_importance, protocol=f"split {Path(args.split[1]).name}")
+    else:
+        result = evaluate_folds(data, folds=args.folds, config=config, seeds=seeds, importance=not args.no_importance,
+                                deltas=_deltas(args))
+    command = command_line(args.argv)
+    if args.json:
+        print(json.dumps({"command": command, "data": data.summary(), **result.to_dict()}))
+    else:
+        print(summary_text([result]))
+    if args.out:
+        paths = write_report([result], args.out, title=f"genre-id evaluation of {data.source}", command=command)
+        if not args.json:
+            print("wrote " + ", ".join(str(p) for p in paths))
+    return EXIT_BAD_INPUT if data.failures else EXIT_OK

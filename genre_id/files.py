@@ -1,0 +1,47 @@
+"""Small helpers for files that every layer shares: the path type, and atomic writes."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO, Union
+
+__all__ = ["PathLike", "atomic_file", "atomic_write"]
+
+#: A file name as the library accepts it.
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+@contextmanager
+def atomic_file(path: PathLike, *, suffix: str = "") -> Iterator[BinaryIO]:
+    """A binary file to write that appears at ``path`` only when the block succeeds.
+
+    The data goes to a temporary file in the same folder (created if
+    absent), is flushed to disk and renamed over ``path`` (atomic on POSIX,
+    safe with several processes writing at once).  On any error the
+    temporary file is removed and ``path`` is untouched.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write(path: PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (:func:`atomic_file`)."""
+    with atomic_file(path) as fh:
+        fh.write(data)

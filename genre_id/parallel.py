@@ -1,0 +1,200 @@
+"""The one place that runs work in other processes: an ordered, streaming map over files.
+
+>>> from functools import partial
+>>> from genre_id.parallel import FileFailure, map_files
+>>> for path, result in zip(paths, map_files(partial(extract_file, feature_set="levelfree"), paths)):  # doctest: +SKIP
+...     print(path, result.message if isinstance(result, FileFailure) else result.duration)
+
+:func:`map_files` calls ``fn(item)`` for every item and yields the results in
+the order of the items, each as soon as it and all before it are done.  An
+item whose call fails becomes one :class:`FileFailure` in its place and the
+others go on: a :class:`~genre_id.errors.GenreIdError` is the input's fault,
+any other exception is a bug (``internal``), and a worker process that dies
+(a decoder crash, the system killing it) costs only the item it was working
+on.  Each worker process uses one BLAS/OpenMP thread, so that N workers use N
+cores.
+
+The function to run is an argument: this module imports nothing of the
+pipeline.  ``fn`` and the items must be picklable (a module-level function,
+or a :func:`functools.partial` of one) when more than one worker is used.
+
+Where the work runs is an :class:`Executor`: :class:`LocalExecutor` (a pool of
+processes on this machine, or this process for one worker) is the default;
+another executor (a cluster) can stand behind the same call, passed as
+``executor=``, without changing its callers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from .errors import GenreIdError
+
+__all__ = ["FileFailure", "Executor", "LocalExecutor", "map_files", "call_isolated", "default_workers"]
+
+R = TypeVar("R")
+
+#: Environment variables that bound the threads of numeric libraries, set in every worker process.
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+
+@dataclass(frozen=True)
+class FileFailure:
+    """An item (a file) that could not be used, and why (one line naming it)."""
+
+    path: str
+    message: str
+    internal: bool = False  #: a bug met on this item (an unexpected exception), not a fault of the input
+
+
+def _name(item: Any) -> str:
+    return os.fsdecode(item) if isinstance(item, (str, bytes, os.PathLike)) else str(item)
+
+
+def call_isolated(fn: Callable[[Any], R], item: Any, *, name: str | None = None) -> R | FileFailure:
+    """``fn(item)``, or a :class:`FileFailure` naming ``item`` when it raises an ``Exception``."""
+    name = _name(item) if name is None else name
+    try:
+        return fn(item)
+    except GenreIdError as exc:  # already one line naming the file and the problem
+        return FileFailure(name, str(exc))
+    except Exception as exc:  # a bug: one line, and the batch goes on
+        return FileFailure(name, f"{name}: internal error ({type(exc).__name__}: {exc})", internal=True)
+
+
+def default_workers(requested: int | None, n_items: int) -> int:
+    """Worker processes for ``n_items``: as ``requested``, else one per usable core; never more than items."""
+    if requested is None:
+        requested = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(requested, n_items))
+
+
+def _worker_init(threads: int) -> None:
+    """In each worker process, before the work imports numpy: ``threads`` threads for BLAS and OpenMP."""
+    for var in _THREAD_VARIABLES:
+        os.environ[var] = str(threads)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(threads)  # for any library already loaded
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        pass
+
+
+class Executor:
+    """Where :func:`map_files` runs its calls.
+
+    A subclass implements :meth:`map`: ``call_isolated(fn, item)`` for every
+    item, yielded in the order of ``items`` as they complete, with a
+    :class:`FileFailure` for an item whose worker was lost.
+    """
+
+    def map(self, fn: Callable[[Any], R], items: Sequence[Any]) -> Iterator[R | FileFailure]:
+        raise NotImplementedError
+
+
+class LocalExecutor(Executor):
+    """A pool of ``workers`` processes on this machine (``spawn``); one worker runs in this process."""
+
+    def __init__(self, workers: int = 1, *, threads_per_worker: int = 1) -> None:
+        self.workers = max(1, int(workers))
+        self.threads_per_worker = threads_per_worker
+
+    def map(self, fn: Callable[[Any], R], items: Sequence[Any]) -> Iterator[R | FileFailure]:
+        if self.workers == 1:
+            for item in items:
+                yield call_isolated(fn, item)
+            return
+        done: dict[int, R | FileFailure] = {}  # finished, not yet yielded
+        out = 0  # the next index to yield; every index below it has been yielded
+        todo = list(range(len(items)))
+        while todo:
+            left, out = yield from self._run(fn, items, todo, self.workers, done, out)
+            if left:
+                # A worker died.  Run the items that may have been under way one at a time: the first
+                # that breaks a one-process pool is the culprit; then go on in parallel.
+                rest, out = yield from self._run(fn, items, left[: 2 * self.workers + 2], 1, done, out)
+                if rest:
+                    name = _name(items[rest[0]])
+                    done[rest[0]] = FileFailure(name, f"{name}: the process decoding this file died "
+                                                      "(a crash in the decoder, or out of memory)")
+                    while out in done:
+                        yield done.pop(out)
+                        out += 1
+            todo = [i for i in left if i >= out and i not in done]
+
+    def _run(self, fn, items, indices: list[int], workers: int, done: dict, out: int):
+        """Run ``items[indices]`` in a fresh pool; yield the results from index ``out`` on, in order.
+
+        Returns the indices left unfinished because a worker process died
+        (empty when all finished) and the next index to yield.
+        """
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
+
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(indices)),
+                                   mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_worker_init, initargs=(self.threads_per_worker,))
+        finished = False
+        try:
+            futures = {i: pool.submit(call_isolated, fn, items[i]) for i in indices}
+            for i in indices:
+                try:
+                    done[i] = futures[i].result()
+                except BrokenProcessPool:
+                    for j, fut in futures.items():  # keep what finished before the pool broke
+                        if j not in done and fut.done() and not fut.cancelled() and fut.exception() is None:
+                            done[j] = fut.result()
+                    break
+                except Exception as exc:  # e.g. a result that cannot be sent back: a bug, met on this item
+                    name = _name(items[i])
+                    done[i] = FileFailure(name, f"{name}: internal error ({type(exc).__name__}: {exc})", internal=True)
+                while out in done:
+                    yield done.pop(out)
+                    out += 1
+            finished = True
+        finally:
+            if not finished:  # a dead worker, an interrupt, or the reader went away: stop the others now
+                for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                    proc.terminate()
+            pool.shutdown(wait=finished, cancel_futures=True)
+        return [i for i in indices if i >= out and i not in done], out
+
+
+def map_files(
+    fn: Callable[[Any], R],
+    items: Iterable[Any],
+    *,
+    workers: int | None = None,
+    progress: str | None = None,
+    executor: Executor | None = None,
+) -> Iterator[R | FileFailure]:
+    """``fn(item)`` for every item, in order, streaming; a failing item becomes a :class:`FileFailure`.
+
+    ``workers`` processes (default: one per core, never more than items; one
+    runs in this process) unless an ``executor`` is given.  ``progress`` is
+    the description of a progress bar on stderr (none when ``None``).
+    """
+    items = list(items)
+    if executor is None:
+        executor = LocalExecutor(default_workers(workers, len(items)))
+    bar = progress_bar(len(items), description=progress) if progress is not None else None
+    try:
+        for result in executor.map(fn, items):
+            if bar is not None:
+                bar.update()
+            yield result
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def progress_bar(total: int, *, description: str = "", unit: str = "file") -> Any:
+    """A tqdm progress bar on stderr that disappears when done (``update()``, ``write()``, ``close()``)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=description or None, unit=unit, leave=False)

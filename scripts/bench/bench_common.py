@@ -1,0 +1,92 @@
+"""What the benchmarks (and the tests) share: the development data, and one table printer.
+
+The development data (``gtzan_mini/`` real clips, ``gtzan_features_30_sec.csv``
+and ``gtzan_split/``) is read from ``$GENRE_ID_SHARED_DATA``, else from
+``../shared/data`` beside the repository; it is never copied into the
+project, and where it is absent benchmarks and tests skip, saying so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+ROOT = Path(__file__).resolve().parents[2]
+
+if str(ROOT) not in sys.path:  # run from a checkout: use its genre_id
+    sys.path.insert(0, str(ROOT))
+
+__all__ = ["ROOT", "shared_data_dir", "format_table", "verdict", "Measured", "run_measured", "env_with_checkout"]
+
+
+def shared_data_dir() -> Path:
+    """Where the development data lives: ``$GENRE_ID_SHARED_DATA``, else ``../shared/data`` beside the repository."""
+    return Path(os.environ.get("GENRE_ID_SHARED_DATA", ROOT.parent / "shared" / "data")).resolve()
+
+
+def verdict(ok: bool | None, *, passed: str = "pass", failed: str = "FAIL", info: str = "-") -> str:
+    """The result cell of a row: ``info`` when the row has no target."""
+    return info if ok is None else passed if ok else failed
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """An aligned text table: the header, a line of dashes, then the rows."""
+    cells = [tuple(header)] + [tuple(str(c) for c in row) for row in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
+    lines = ["  ".join(c[i].ljust(widths[i]) for i in range(len(header))).rstrip() for c in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+#: Runs one command and prints, as JSON, its wall time, exit code, CPU times and peak RSS
+#: (``RUSAGE_CHILDREN``: the largest of the command and the processes it waited for).
+_WRAPPER = r"""
+import json, resource, subprocess, sys, time
+t = time.perf_counter()
+p = subprocess.run(sys.argv[2:], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+wall = time.perf_counter() - t
+ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+with open(sys.argv[1], "w") as fh:
+    json.dump({"wall": wall, "returncode": p.returncode, "maxrss_kb": ru.ru_maxrss,
+               "cpu": ru.ru_utime + ru.ru_stime,
+               "stdout": p.stdout.decode("utf-8", "replace"), "stderr": p.stderr.decode("utf-8", "replace")}, fh)
+"""
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What one run of a command cost."""
+
+    wall: float  #: seconds
+    rss_mb: float  #: peak resident memory, MB (10^6 bytes)
+    cpu: float  #: user + system CPU seconds
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def env_with_checkout(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment, with the checkout first on ``PYTHONPATH`` and ``extra`` on top."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    env.update(extra or {})
+    return env
+
+
+def run_measured(cmd: Sequence[str], *, env: dict[str, str] | None = None, timeout: float = 900,
+                 cwd: str | os.PathLike[str] | None = None) -> Measured:
+    """Run ``cmd`` in a fresh wrapper process; its wall time, peak RSS, CPU time and output."""
+    with tempfile.TemporaryDirectory(prefix="genre-id-rss-") as tmp:
+        out = Path(tmp) / "m.json"
+        subprocess.run([sys.executable, "-c", _WRAPPER, str(out), *map(str, cmd)], env=env_with_checkout(env),
+                       timeout=timeout, check=True, cwd=cwd)
+        m = json.loads(out.read_text())
+    return Measured(wall=m["wall"], rss_mb=m["maxrss_kb"] * 1024 / 1e6, cpu=m["cpu"],
+                    returncode=m["returncode"], stdout=m["stdout"], stderr=m["stderr"])

@@ -1,0 +1,83 @@
+"""The parallel seam: ordered, streaming, and one failing item never stops the batch."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from genre_id.errors import AudioError
+from genre_id.parallel import Executor, FileFailure, LocalExecutor, call_isolated, default_workers, map_files
+
+
+def _work(item: str) -> str:
+    """Module-level, so that worker processes can run it."""
+    if item.startswith("bad"):
+        raise AudioError(f"{item}: not audio")
+    if item.startswith("bug"):
+        raise ZeroDivisionError("planted bug")
+    if item.startswith("crash"):
+        os.kill(os.getpid(), signal.SIGKILL)  # as a decoder crash would
+    if item == "threads":
+        return os.environ.get("OMP_NUM_THREADS", "")
+    return item.upper()
+
+
+ITEMS = ["a", "bad.wav", "b", "bug.wav", "c", "d"]
+
+
+def _check(results: list) -> None:
+    assert [r for r in results if isinstance(r, str)] == ["A", "B", "C", "D"]
+    bad, bug = results[1], results[3]
+    assert bad == FileFailure("bad.wav", "bad.wav: not audio", internal=False)
+    assert isinstance(bug, FileFailure) and bug.internal and bug.path == "bug.wav"
+    assert bug.message == "bug.wav: internal error (ZeroDivisionError: planted bug)"
+
+
+def test_in_process_results_are_in_order_with_failures_in_place():
+    _check(list(map_files(_work, ITEMS, workers=1)))
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_same_results_and_one_blas_thread_each():
+    _check(list(map_files(_work, ITEMS, workers=2)))
+    assert list(map_files(_work, ["threads", "threads"], workers=2)) == ["1", "1"]
+
+
+@pytest.mark.slow
+def test_a_dying_worker_costs_only_its_item():
+    items = ["a", "b", "crash-me.wav", "c", "bug.wav", "d", "e"]
+    results = list(map_files(_work, items, workers=2))
+    assert results[:2] == ["A", "B"] and results[3] == "C" and results[5:] == ["D", "E"]
+    assert results[2] == FileFailure("crash-me.wav", "crash-me.wav: the process decoding this file died "
+                                                     "(a crash in the decoder, or out of memory)")
+    assert isinstance(results[4], FileFailure) and results[4].internal
+
+
+def test_results_stream_before_the_batch_is_done():
+    seen = []
+
+    def record(item):
+        seen.append(item)
+        return item
+
+    it = map_files(record, ["x", "y", "z"], workers=1)
+    assert next(it) == "x" and seen == ["x"]
+
+
+def test_another_executor_stands_behind_the_same_call():
+    class Reversing(Executor):  # e.g. a cluster that finishes out of order, and puts results back in order
+        def map(self, fn, items):
+            done = {i: call_isolated(fn, item) for i, item in reversed(list(enumerate(items)))}
+            return (done[i] for i in range(len(items)))
+
+    _check(list(map_files(_work, ITEMS, executor=Reversing())))
+    assert isinstance(LocalExecutor(3), Executor)
+
+
+def test_default_workers():
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert default_workers(None, 1) == 1, "a single item runs in this process"
+    assert default_workers(None, 50) == cores
+    assert default_workers(8, 3) == 3 and default_workers(3, 50) == 3 and default_workers(0, 5) == 1
