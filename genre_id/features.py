@@ -42,7 +42,6 @@ __all__ = [
     "FEATURE_SETS",
     "DEFAULT_FEATURE_SET",
     "get_feature_set",
-    "extract",
     "gtzan57_columns",
     "measure",
 ]

@@ -19,17 +19,22 @@ at that path stays usable until the new one is complete.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
+import stat
+import struct
 import sys
 import uuid
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import IO, Any, BinaryIO, Mapping, Sequence
 
 import numpy as np
 
 from .errors import ModelError
+from .textsafe import one_line
 
 __all__ = [
     "MODEL_FORMAT",
@@ -59,6 +64,35 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+#: The arrays each kind of layer has.
+_LAYER_ARRAYS = {"normalization": ("mean", "variance"), "dense": ("kernel", "bias")}
+
+
+def _check_network_shapes(layers: Sequence[dict], shapes: Mapping[str, tuple[int, ...]], *,
+                          n_inputs: int | None = None, n_outputs: int | None = None) -> None:
+    """Check that arrays of these ``shapes`` make a network of ``layers`` (``n_inputs`` to ``n_outputs`` when given).
+
+    Works on shapes alone, so that an archive's arrays can be checked from
+    their headers before their data is read.  Raises :class:`ModelError`.
+    """
+    width = n_inputs  # the size of the vectors flowing into the current layer, once known
+    for i, layer in enumerate(layers):
+        if layer["type"] == "normalization":
+            mean, var = shapes[f"{i}.mean"], shapes[f"{i}.variance"]
+            size = math.prod(mean)
+            if len(mean) > 2 or len(var) > 2 or size != math.prod(var) or width not in (None, size):
+                raise ModelError(f"layer {i}: normalization arrays of shapes {mean} and {var} do not fit the network")
+            width = size
+        else:
+            kernel, bias = shapes[f"{i}.kernel"], shapes[f"{i}.bias"]
+            if (len(kernel) != 2 or len(bias) > 2 or math.prod(bias) != kernel[1] or width not in (None, kernel[0])
+                    or layer.get("units", kernel[1]) != kernel[1]):
+                raise ModelError(f"layer {i}: dense arrays of shapes {kernel} and {bias} do not fit the network")
+            width = kernel[1]
+    if n_outputs is not None and width != n_outputs:
+        raise ModelError(f"the network has {width} outputs but the metadata lists {n_outputs} labels")
+
+
 @dataclass
 class DenseNetwork:
     """Normalization, dense layers and softmax, evaluated with numpy (float32).
@@ -71,32 +105,24 @@ class DenseNetwork:
     arrays: dict[str, np.ndarray]
 
     def __post_init__(self) -> None:
-        width = None  # the size of the vectors flowing into the current layer, once known
         for i, layer in enumerate(self.layers):
             if not isinstance(layer, dict):
                 raise ModelError(f"layer {i}: not a layer description ({type(layer).__name__})")
             kind = layer.get("type")
-            needed = {"normalization": ("mean", "variance"), "dense": ("kernel", "bias")}.get(kind)
-            if needed is None:
-                raise ModelError(f"layer {i}: unknown layer type {kind!r}")
-            for name in needed:
+            if not isinstance(kind, str) or kind not in _LAYER_ARRAYS:
+                raise ModelError(f"layer {i}: unknown layer type {one_line(kind)[:40]!r}")
+            if kind == "dense" and layer.get("activation", "linear") not in _ACTIVATIONS:
+                raise ModelError(f"layer {i}: unsupported activation {one_line(layer.get('activation'))[:40]!r}")
+            for name in _LAYER_ARRAYS[kind]:
                 if f"{i}.{name}" not in self.arrays:
                     raise ModelError(f"layer {i}: array '{name}' is missing")
+        _check_network_shapes(self.layers, {k: np.shape(v) for k, v in self.arrays.items()})
+        for i, layer in enumerate(self.layers):
+            for name in _LAYER_ARRAYS[layer["type"]]:
                 if not np.isfinite(self.arrays[f"{i}.{name}"]).all():
                     raise ModelError(f"layer {i}: array '{name}' holds NaN or infinite values")
-            if kind == "dense" and layer.get("activation", "linear") not in _ACTIVATIONS:
-                raise ModelError(f"layer {i}: unsupported activation {layer.get('activation')!r}")
-            if kind == "normalization":
-                mean, var = self.arrays[f"{i}.mean"], self.arrays[f"{i}.variance"]
-                if mean.size != var.size or (width is not None and mean.size != width) or (var < 0).any():
-                    raise ModelError(f"layer {i}: normalization arrays do not fit the network")
-                width = mean.size
-            else:
-                kernel, bias = self.arrays[f"{i}.kernel"], self.arrays[f"{i}.bias"]
-                if kernel.ndim != 2 or bias.size != kernel.shape[1] or width not in (None, kernel.shape[0]):
-                    raise ModelError(f"layer {i}: dense arrays of shapes {kernel.shape} and {bias.shape} "
-                                     f"do not fit the network")
-                width = kernel.shape[1]
+            if layer["type"] == "normalization" and (self.arrays[f"{i}.variance"] < 0).any():
+                raise ModelError(f"layer {i}: normalization variance is negative")
 
     @property
     def n_inputs(self) -> int:
@@ -176,48 +202,265 @@ class ModelBundle:
         return self.network.predict_proba(x)
 
 
-def _read_json(path: Path) -> dict:
+#: Bounds on what a model folder may make us read (bytes), checked before reading.
+MAX_METADATA_BYTES = 1 << 20
+MAX_WEIGHTS_BYTES = 64 << 20
+MAX_KERAS_BYTES = 512 << 20
+#: Bound on what all members of ``weights.npz`` declare they unpack to (read from the archive's directory).
+MAX_WEIGHTS_UNCOMPRESSED_BYTES = 128 << 20
+#: Bounds on the network (values of all arrays together; members of the weights archive).
+MAX_NETWORK_VALUES = 16 << 20
+_MAX_ZIP_MEMBERS = 1024
+_MAX_ZIP_DIRECTORY_BYTES = 1 << 20
+_MAX_NPY_HEADER_BYTES = 10_000
+#: Bounds on model.json's content.
+MAX_LABELS = 1000
+MAX_LABEL_CHARS = 64
+MAX_LAYERS = 64
+MAX_UNITS = 1 << 16
+MAX_COLUMNS = 10_000
+MAX_JSON_DEPTH = 32
+#: Window lengths a model may declare, seconds.
+WINDOW_SECONDS_RANGE = (1.0, 120.0)
+MIN_SECONDS_FLOOR = 0.5
+
+
+def _open_regular(path: Path, *, max_bytes: int, missing: str) -> BinaryIO:
+    """Open ``path`` for reading if it is a regular file of at most ``max_bytes``.
+
+    Opened non-blocking, so a FIFO cannot hang the caller; the type and size
+    are checked on the open file (``fstat``), so a link to a device is refused
+    before a byte is read.  ``missing`` is the message when it does not exist.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        fd = os.open(path, flags)
     except FileNotFoundError:
-        raise ModelError(f"{path.parent}: not a model folder ({path.name} is missing)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(missing) from None
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot open ({exc.strerror or exc})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ModelError(f"{path}: not a regular file")
+        if st.st_size > max_bytes:
+            raise ModelError(f"{path}: {st.st_size} bytes, more than the {max_bytes} this file may have")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _read_json(path: Path) -> dict:
+    with _open_regular(path, max_bytes=MAX_METADATA_BYTES,
+                       missing=f"{path.parent}: not a model folder ({path.name} is missing)") as fh:
+        try:
+            raw = fh.read(MAX_METADATA_BYTES + 1)
+        except OSError as exc:
+            raise ModelError(f"{path}: unreadable model metadata ({exc.strerror or exc})") from None
+    if len(raw) > MAX_METADATA_BYTES:
+        raise ModelError(f"{path}: more than {MAX_METADATA_BYTES} bytes of model metadata")
+    try:
+        meta = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except RecursionError:
+        raise ModelError(f"{path}: unreadable model metadata (nested too deeply)") from None
+    except (UnicodeDecodeError, ValueError) as exc:
         raise ModelError(f"{path}: unreadable model metadata ({exc.__class__.__name__}: {exc})") from None
     if not isinstance(meta, dict):
         raise ModelError(f"{path}: model metadata is not a JSON object")
     return meta
 
 
+def _json_depth_ok(value: object, limit: int) -> bool:
+    """Whether ``value`` (parsed JSON) nests at most ``limit`` levels deep (no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return False
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return True
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_name(value: object, max_chars: int) -> bool:
+    """A non-empty printable string of at most ``max_chars`` characters, without outer spaces."""
+    return (isinstance(value, str) and 0 < len(value) <= max_chars and value.isprintable()
+            and value.strip() == value)
+
+
+def _check_layers(layers: object, where: Path) -> list[dict]:
+    if not isinstance(layers, list) or not 0 < len(layers) <= MAX_LAYERS:
+        raise ModelError(f"{where}: model metadata describes no valid list of network layers (1 to {MAX_LAYERS})")
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, dict):
+            raise ModelError(f"{where}: layer {i}: not a layer description ({type(layer).__name__})")
+        kind = layer.get("type")
+        if not isinstance(kind, str) or kind not in _LAYER_ARRAYS:
+            raise ModelError(f"{where}: layer {i}: unknown layer type {one_line(kind)[:40]!r}")
+        if kind == "dense":
+            act = layer.get("activation", "linear")
+            if not isinstance(act, str) or act not in _ACTIVATIONS:
+                raise ModelError(f"{where}: layer {i}: unsupported activation {one_line(act)[:40]!r}")
+            units = layer.get("units")
+            if units is not None and not (_is_int(units) and 0 < units <= MAX_UNITS):
+                raise ModelError(f"{where}: layer {i}: invalid number of units")
+    if layers[-1]["type"] != "dense":
+        raise ModelError(f"{where}: the network's last layer is not a dense layer")
+    return layers
+
+
 def _check_metadata(meta: Mapping, where: Path) -> None:
+    """Check ``model.json`` against the model schema; :class:`ModelError` (one line) on the first problem."""
+    if not _json_depth_ok(meta, MAX_JSON_DEPTH):
+        raise ModelError(f"{where}: model metadata is nested more than {MAX_JSON_DEPTH} levels deep")
     if meta.get("format") != MODEL_FORMAT:
-        raise ModelError(f"{where}: not a genre-id model (format {meta.get('format')!r})")
-    if meta.get("format_version") != MODEL_FORMAT_VERSION:
+        raise ModelError(f"{where}: not a genre-id model (format {one_line(meta.get('format'))[:40]!r})")
+    version = meta.get("format_version")
+    if not _is_int(version) or version != MODEL_FORMAT_VERSION:
         raise ModelError(
-            f"{where}: model format version {meta.get('format_version')!r} is not supported "
+            f"{where}: model format version {version if _is_int(version) else '(invalid)'} is not supported "
             f"(this genre-id reads version {MODEL_FORMAT_VERSION})"
         )
     for key in ("labels", "feature_set", "window_seconds", "network"):
         if key not in meta:
             raise ModelError(f"{where}: model metadata lacks '{key}'")
     labels = meta["labels"]
-    if not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(x, str) for x in labels):
-        raise ModelError(f"{where}: model metadata has no valid list of labels")
-    if not isinstance(meta["feature_set"], dict):
-        raise ModelError(f"{where}: model metadata has no valid feature set")
-    for key in ("window_seconds", "min_seconds"):
-        value = meta.get(key, 3.0)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e6:
-            raise ModelError(f"{where}: model metadata has an invalid '{key}' ({value!r})")
+    if not isinstance(labels, list) or not 2 <= len(labels) <= MAX_LABELS:
+        raise ModelError(f"{where}: model metadata has no valid list of labels (2 to {MAX_LABELS})")
+    for label in labels:
+        if not _is_name(label, MAX_LABEL_CHARS):
+            raise ModelError(f"{where}: model label {one_line(str(label)[:80])} is not a printable text "
+                             f"of 1 to {MAX_LABEL_CHARS} characters")
+    if len(set(labels)) != len(labels):
+        raise ModelError(f"{where}: model labels are not unique")
+    fs = meta["feature_set"]
+    if not isinstance(fs, dict) or not _is_name(fs.get("name"), 64) or not _is_int(fs.get("version")):
+        raise ModelError(f"{where}: model metadata has no valid feature set (name and version)")
+    columns = fs.get("columns", [])
+    if not isinstance(columns, list) or len(columns) > MAX_COLUMNS or not all(_is_name(c, 128) for c in columns):
+        raise ModelError(f"{where}: model metadata has an invalid list of feature columns")
+    lo, hi = WINDOW_SECONDS_RANGE
+    window = meta["window_seconds"]
+    if not _is_number(window) or not lo <= window <= hi:
+        raise ModelError(f"{where}: model metadata has an invalid 'window_seconds' "
+                         f"({window if _is_number(window) else type(window).__name__}; {lo:g} to {hi:g} s)")
+    least = meta.get("min_seconds", min(3.0, window))
+    if not _is_number(least) or not MIN_SECONDS_FLOOR <= least <= window:
+        raise ModelError(f"{where}: model metadata has an invalid 'min_seconds' "
+                         f"({least if _is_number(least) else type(least).__name__}; "
+                         f"{MIN_SECONDS_FLOOR:g} s to the window length)")
+    if "name" in meta and not _is_name(meta["name"], 100):
+        raise ModelError(f"{where}: model metadata has an invalid 'name'")
+    if "version" in meta and not (_is_name(meta["version"], 100) or _is_int(meta["version"])):
+        raise ModelError(f"{where}: model metadata has an invalid 'version'")
+    if not isinstance(meta["network"], dict):
+        raise ModelError(f"{where}: model metadata describes no network")
+    _check_layers(meta["network"].get("layers"), where)
 
 
-def _load_arrays(path: Path) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {k: np.asarray(npz[k], dtype=np.float32) for k in npz.files}
-    except FileNotFoundError:
-        raise ModelError(f"{path.parent}: model folder is incomplete ({path.name} is missing)") from None
-    except Exception as exc:  # zipfile, ValueError on object arrays, ...
-        raise ModelError(f"{path}: corrupt weights file ({exc.__class__.__name__}: {exc})") from None
+def _check_zip_directory(fh: BinaryIO, path: Path) -> None:
+    """Refuse an archive whose central directory is too large to parse (many members), before parsing it."""
+    size = fh.seek(0, os.SEEK_END)
+    tail_size = min(size, 22 + 0xFFFF)
+    fh.seek(size - tail_size)
+    tail = fh.read(tail_size)
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or at + 22 > len(tail):
+        raise ModelError(f"{path}: corrupt weights file (not a zip archive)")
+    n_members, directory_bytes = struct.unpack("<10xHI6x", tail[at:at + 22])
+    if n_members > _MAX_ZIP_MEMBERS or directory_bytes > _MAX_ZIP_DIRECTORY_BYTES:
+        raise ModelError(f"{path}: weights archive has too many members (at most {_MAX_ZIP_MEMBERS})")
+    fh.seek(0)
+
+
+def _read_npy_header(fh: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """``(shape, fortran_order, dtype)`` of an ``.npy`` stream, reading only its header."""
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(fh, max_header_size=_MAX_NPY_HEADER_BYTES)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(fh, max_header_size=_MAX_NPY_HEADER_BYTES)
+    raise ValueError(f"npy format version {version} is not supported")
+
+
+def _array_keys(layers: Sequence[dict]) -> list[str]:
+    return [f"{i}.{name}" for i, layer in enumerate(layers) for name in _LAYER_ARRAYS[layer["type"]]]
+
+
+def _load_arrays(path: Path, layers: list[dict], *, n_inputs: int | None, n_outputs: int) -> dict[str, np.ndarray]:
+    """The arrays ``layers`` need, from ``weights.npz``; checked from their headers before any data is read.
+
+    Each array's dtype (floating point) and shape (fitting the network, the
+    feature columns and the labels) are checked from its ``.npy`` header, and
+    the archive member's size against the header; only then is its data
+    decompressed, exactly that many bytes (the CRC is verified).  Other
+    members are never read.
+    """
+    missing = f"{path.parent}: model folder is incomplete ({path.name} is missing)"
+    with _open_regular(path, max_bytes=MAX_WEIGHTS_BYTES, missing=missing) as fh:
+        try:
+            _check_zip_directory(fh, path)
+            with zipfile.ZipFile(fh) as archive:
+                members = {info.filename: info for info in archive.infolist()}
+                if sum(info.file_size for info in members.values()) > MAX_WEIGHTS_UNCOMPRESSED_BYTES:
+                    raise ModelError(f"{path}: the weights archive unpacks to more than "
+                                     f"{MAX_WEIGHTS_UNCOMPRESSED_BYTES} bytes")
+                headers: dict[str, tuple[zipfile.ZipInfo, tuple[int, ...], bool, np.dtype, int]] = {}
+                total = 0
+                for key in _array_keys(layers):
+                    layer, name = key.split(".")
+                    info = members.get(f"{key}.npy")
+                    if info is None:
+                        raise ModelError(f"layer {layer}: array '{name}' is missing")
+                    with archive.open(info) as member:
+                        shape, fortran, dtype = _read_npy_header(member)
+                        offset = member.tell()
+                    if dtype.kind != "f" or dtype.hasobject or dtype.itemsize > 8:
+                        raise ModelError(f"layer {layer}: array '{name}' is not floating point ({dtype})")
+                    if len(shape) > 2 or min(shape, default=1) < 1:
+                        raise ModelError(f"layer {layer}: array '{name}' has an invalid shape {shape}")
+                    total += math.prod(shape)
+                    if total > MAX_NETWORK_VALUES:
+                        raise ModelError(f"the network has more than {MAX_NETWORK_VALUES} values")
+                    if info.file_size != offset + math.prod(shape) * dtype.itemsize:
+                        raise ModelError(f"layer {layer}: array '{name}' does not match its declared size")
+                    headers[key] = (info, shape, fortran, dtype, offset)
+                _check_network_shapes(layers, {k: h[1] for k, h in headers.items()},
+                                      n_inputs=n_inputs, n_outputs=n_outputs)
+                arrays = {}
+                for key, (info, shape, fortran, dtype, offset) in headers.items():
+                    arrays[key] = _read_npy_data(archive, info, offset, shape, fortran, dtype)
+                return arrays
+        except ModelError:
+            raise
+        except Exception as exc:  # zipfile, zlib, ValueError of a bad header, ...
+            raise ModelError(f"{path}: corrupt weights file ({exc.__class__.__name__}: {one_line(exc)[:200]})") from None
+
+
+def _read_npy_data(archive: zipfile.ZipFile, info: zipfile.ZipInfo, offset: int, shape: tuple[int, ...],
+                   fortran: bool, dtype: np.dtype) -> np.ndarray:
+    nbytes = math.prod(shape) * dtype.itemsize
+    with archive.open(info) as member:
+        member.read(offset)
+        data = member.read(nbytes)
+        if len(data) != nbytes or member.read(1):  # the last read checks the CRC
+            raise ValueError(f"member {info.filename} is truncated or too long")
+    values = np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+    return values.astype(np.float32)
 
 
 def load_bundle(path: str | os.PathLike[str] | None = None, *, backend: str = "numpy") -> ModelBundle:
@@ -226,6 +469,11 @@ def load_bundle(path: str | os.PathLike[str] | None = None, *, backend: str = "n
     ``backend="numpy"`` (default) evaluates the network with numpy and never
     imports TensorFlow; ``backend="keras"`` loads ``model.keras`` with Keras
     in safe mode, which refuses files that carry code.
+
+    Every problem with the folder is a one-line :class:`ModelError`: files
+    are read only when regular and within size bounds, ``model.json`` is
+    checked against the schema, and the weights' shapes against
+    ``model.json`` before their data is read.
     """
     folder = Path(path) if path is not None else DEFAULT_MODEL_DIR
     if not folder.exists():
@@ -234,25 +482,24 @@ def load_bundle(path: str | os.PathLike[str] | None = None, *, backend: str = "n
         raise ModelError(f"{folder}: a model is a folder, not a file")
     meta = _read_json(folder / _META_FILE)
     _check_metadata(meta, folder)
-    layers = meta["network"].get("layers") if isinstance(meta["network"], dict) else None
-    if not isinstance(layers, list) or not layers:
-        raise ModelError(f"{folder}: model metadata describes no network layers")
+    layers = meta["network"]["layers"]
+    columns = meta["feature_set"].get("columns") or None
     try:
-        network = DenseNetwork(layers=layers, arrays=_load_arrays(folder / _WEIGHTS_FILE))
+        arrays = _load_arrays(folder / _WEIGHTS_FILE, layers, n_inputs=len(columns) if columns else None,
+                              n_outputs=len(meta["labels"]))
+        network = DenseNetwork(layers=layers, arrays=arrays)
     except ModelError as exc:
         if str(exc).startswith(str(folder)):
             raise
         raise ModelError(f"{folder}: {exc}") from None
-    n_labels = network.arrays[f"{len(layers) - 1}.bias"].shape[-1] if layers[-1]["type"] == "dense" else -1
-    if n_labels != len(meta["labels"]):
-        raise ModelError(f"{folder}: the network has {n_labels} outputs but the metadata lists {len(meta['labels'])} labels")
-    if len(meta["feature_set"].get("columns", [])) not in (0, network.n_inputs):
-        raise ModelError(f"{folder}: the network's input size does not match its feature set")
     bundle = ModelBundle(metadata=meta, network=network, path=folder)
     if backend == "keras":
         from .keras_backend import load_keras_model
 
-        bundle.keras_model = load_keras_model(folder / _KERAS_FILE)
+        keras_file = folder / _KERAS_FILE
+        _open_regular(keras_file, max_bytes=MAX_KERAS_BYTES,
+                      missing=f"{folder}: model folder is incomplete ({_KERAS_FILE} is missing)").close()
+        bundle.keras_model = load_keras_model(keras_file)
     elif backend != "numpy":
         raise ModelError(f"unknown backend {backend!r} (choose 'numpy' or 'keras')")
     return bundle

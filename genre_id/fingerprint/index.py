@@ -28,6 +28,7 @@ from ..audio import iter_windows
 from ..errors import AudioError, GenreIdError
 from ..files import PathLike
 from ..parallel import FileFailure, map_files
+from ..textsafe import path_fields
 from .landmarks import DEFAULT_PARAMS, FingerprintParams, Landmarks, fingerprint
 from .matching import DEFAULT_THRESHOLD, Candidate, MatchThreshold, decide, join_hits, rank_candidates
 from .metadata import file_sha256, find_audio_files, title_and_artist
@@ -76,11 +77,15 @@ class Match:
     query_hashes: int  #: hashes the query produced
 
     def to_dict(self) -> dict[str, object]:
-        """JSON-ready dict: title, artist, file, offset (s), score, ..."""
+        """JSON-ready dict: title, artist, file, offset (s), score, ...
+
+        ``file`` is always valid Unicode; a path that is not valid UTF-8 adds
+        ``file_bytes``, the base64 of its exact bytes (:func:`genre_id.textsafe.path_fields`).
+        """
         return {
             "title": self.title,
             "artist": self.artist,
-            "file": self.file,
+            **path_fields(self.file),
             "offset": round(self.offset, 2),
             "score": self.score,
             "second_score": self.second_score,
@@ -198,6 +203,13 @@ class FingerprintIndex:
         threshold: MatchThreshold = DEFAULT_THRESHOLD,
     ) -> FingerprintIndex:
         """Open the SQLite database at ``db_path``; make it if absent and ``create``.
+
+        With ``create`` the database is opened for writing (``index add``);
+        without, read-only, so that queries work on read-only media and never
+        write, and it is reopened for writing only by :meth:`remove`.  A
+        database that is not a genre-id fingerprint database is refused before
+        anything is written to it (see
+        :meth:`~genre_id.fingerprint.store.SQLiteStore.open`).
 
         Raises :class:`~genre_id.fingerprint.store.FingerprintDBError` when it
         is missing (and not ``create``), unreadable, or of other parameters.

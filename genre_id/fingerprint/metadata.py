@@ -10,6 +10,7 @@ from ..audio import SUPPORTED_EXTENSIONS
 from ..cache import file_digest
 from ..errors import AudioError
 from ..files import PathLike
+from ..textsafe import MAX_TAG_CHARS, clip
 
 __all__ = ["file_sha256", "find_audio_files", "title_and_artist", "title_and_artist_from_name"]
 
@@ -56,7 +57,10 @@ def _first_tag(tags: object, key: str) -> str | None:
         return None
     if isinstance(values, (list, tuple)):
         values = values[0] if values else None
-    text = str(values).strip() if values is not None else ""
+    if values is None:
+        return None
+    # Only a bounded prefix is kept: a tag may be megabytes long.
+    text = clip(str(values)[: 4 * MAX_TAG_CHARS].strip(), MAX_TAG_CHARS)
     return text or None
 
 
@@ -64,7 +68,8 @@ def title_and_artist(path: PathLike) -> tuple[str, str | None]:
     """Title and artist from the file's tags (mutagen, easy tags), else from its name.
 
     A file whose tags cannot be read is named from its file name: tags are a
-    nicety, never a reason to refuse a file.
+    nicety, never a reason to refuse a file.  Tag values are cut to
+    :data:`~genre_id.textsafe.MAX_TAG_CHARS` characters.
     """
     name_title, name_artist = title_and_artist_from_name(path)
     try:

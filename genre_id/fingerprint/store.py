@@ -32,8 +32,12 @@ from __future__ import annotations
 
 import abc
 import json
+import os
 import sqlite3
+import stat
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from itertools import repeat
@@ -43,6 +47,7 @@ import numpy as np
 
 from ..errors import GenreIdError
 from ..files import PathLike
+from ..textsafe import MAX_TAG_CHARS, clip, one_line, path_fields, valid_unicode
 from .landmarks import DEFAULT_PARAMS, FingerprintParams, Landmarks
 
 __all__ = [
@@ -67,6 +72,11 @@ _WAL_LIMIT_BYTES = 16 << 20
 
 #: Hashes looked up per SQL statement (SQLite limits bound parameters).
 _LOOKUP_CHUNK = 900
+
+#: Largest decoded hash set of one recording, bytes (a damaged blob cannot inflate beyond it).
+_MAX_HASH_SET_BYTES = 1 << 28
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 class FingerprintDBError(GenreIdError):
@@ -98,12 +108,17 @@ class Recording:
     added_at: str  #: ISO 8601 time (UTC) it was added
 
     def to_dict(self) -> dict[str, object]:
-        """The recording as a JSON-ready dict."""
+        """The recording as a JSON-ready dict.
+
+        ``file`` is always valid Unicode; a path that is not valid UTF-8 adds
+        ``file_bytes``, the base64 of its exact bytes
+        (:func:`genre_id.textsafe.path_fields`).
+        """
         return {
             "id": self.id,
             "title": self.title,
             "artist": self.artist,
-            "file": self.path,
+            **path_fields(self.path),
             "sha256": self.sha256,
             "duration": round(self.duration, 3),
             "n_hashes": self.n_hashes,
@@ -196,7 +211,12 @@ def _encode_hash_set(hashes: np.ndarray) -> bytes:
 
 
 def _decode_hash_set(blob: bytes) -> np.ndarray:
-    deltas = np.frombuffer(zlib.decompress(blob), dtype="<u4").astype(np.int64)
+    """The hashes of :func:`_encode_hash_set`; ``ValueError`` or ``zlib.error`` when the blob is damaged."""
+    inflater = zlib.decompressobj()
+    raw = inflater.decompress(bytes(blob), _MAX_HASH_SET_BYTES)
+    if not inflater.eof or inflater.unconsumed_tail or len(raw) % 4:
+        raise ValueError("damaged hash set")
+    deltas = np.frombuffer(raw, dtype="<u4").astype(np.int64)
     return np.cumsum(deltas)
 
 
@@ -228,12 +248,29 @@ CREATE TABLE IF NOT EXISTS hashes (
 _RECORDING_COLUMNS = "id, title, artist, path, sha256, duration, n_hashes, added_at"
 
 
+def _db_path(path: str) -> str | bytes:
+    """A path as stored: text when it is valid UTF-8, else its exact bytes (a BLOB)."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path)
+
+
+def _text(value: object) -> str:
+    """A stored title or artist as bounded, valid Unicode."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return clip(valid_unicode(str(value)), MAX_TAG_CHARS)
+
+
 def _row_to_recording(row: tuple) -> Recording:
+    path = row[3]
     return Recording(
         id=int(row[0]),
-        title=str(row[1]),
-        artist=None if row[2] is None else str(row[2]),
-        path=str(row[3]),
+        title=_text(row[1]),
+        artist=None if row[2] is None else _text(row[2]),
+        path=os.fsdecode(path) if isinstance(path, bytes) else str(path),
         sha256=str(row[4]),
         duration=float(row[5]),
         n_hashes=int(row[6]),
@@ -248,10 +285,11 @@ class SQLiteStore(FingerprintStore):
     processes may open the same file.
     """
 
-    def __init__(self, connection: sqlite3.Connection, path: Path, params: FingerprintParams) -> None:
+    def __init__(self, connection: sqlite3.Connection | None, path: Path, params: FingerprintParams) -> None:
         self._conn = connection
         self._path = path
         self._params = params
+        self._writer = False  #: whether ``_conn`` may write
 
     # -- opening -----------------------------------------------------------------
 
@@ -263,15 +301,25 @@ class SQLiteStore(FingerprintStore):
         create: bool = True,
         params: FingerprintParams = DEFAULT_PARAMS,
     ) -> SQLiteStore:
-        """Open (and with ``create``, make if absent) the database at ``path``.
+        """Open the fingerprint database at ``path``; with ``create``, make it if it is new.
+
+        The tables are made only in a new file, an empty (0-byte) file, or an
+        SQLite file without any table; any other database that is not a
+        genre-id fingerprint database is refused before anything is written
+        to it.  With ``create`` the database is opened for writing at once;
+        without, it is opened read-only (so it can be queried on read-only
+        media) and reopened for writing only when :meth:`add` or
+        :meth:`remove` is called.
 
         Raises :class:`FingerprintDBError` when the file is absent and
-        ``create`` is false, is not an SQLite database, or was made with other
+        ``create`` is false, is not a regular file, is not an SQLite database
+        or is another application's, is corrupt, or was made with other
         fingerprint parameters or another schema version.
         """
         p = Path(path)
         if p.is_dir():
             raise FingerprintDBError(f"{p}: is a directory, not a fingerprint database")
+        meta = None
         if not p.exists():
             if not create:
                 raise FingerprintDBError(f"{p}: no such fingerprint database (build one with 'genre-id index add')")
@@ -279,53 +327,68 @@ class SQLiteStore(FingerprintStore):
                 p.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise FingerprintDBError(f"{p}: cannot create the database folder ({exc.strerror or exc})") from None
+        else:
+            meta = _probe(p)
+            if meta is None and not create:
+                raise FingerprintDBError(f"{p}: an empty database, not a fingerprint database "
+                                         f"(build one with 'genre-id index add')")
+        store = cls(None, p, params)  # type: ignore[arg-type]
         try:
-            conn = sqlite3.connect(str(p), timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=True)
-        except sqlite3.Error as exc:
-            raise FingerprintDBError(f"{p}: cannot open the database ({exc})") from None
-        store = cls(conn, p, params)
-        try:
-            store._initialise(params)
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            raise FingerprintDBError(f"{p}: not a usable fingerprint database ({exc})") from None
+            if meta is not None:
+                store._check_meta(meta, json.dumps(params.to_dict(), sort_keys=True))
+            if create:
+                store._open_writer()
+            else:
+                store._open_reader()
         except BaseException:
-            conn.close()
+            store.close()
             raise
         return store
 
-    def _initialise(self, params: FingerprintParams) -> None:
-        conn = self._conn
-        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise sqlite3.DatabaseError(f"cannot switch to WAL mode (mode is {mode})")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute(f"PRAGMA journal_size_limit = {_WAL_LIMIT_BYTES}")
-        wanted = json.dumps(params.to_dict(), sort_keys=True)
-        meta = self._read_meta()
-        if not meta:  # a new file: make the tables (a reader never needs to write)
-            with self._transaction():
+    def _open_reader(self) -> None:
+        """Open the database read-only; on read-only media (no -shm possible for WAL), as an immutable file."""
+        for mode in ("ro", "immutable"):
+            try:
+                self._conn = _connect(self._path, mode)
+                self._conn.execute("SELECT COUNT(*) FROM meta").fetchone()
+                return
+            except sqlite3.DatabaseError as exc:
+                self.close()
+                if mode == "immutable" or _writable_folder(self._path):
+                    raise FingerprintDBError(f"{self._path}: cannot read the database ({exc})") from None
+
+    def _open_writer(self) -> None:
+        """Open the database for writing, making the tables if it is new; a no-op once done."""
+        if self._writer:
+            return
+        self.close()
+        try:
+            self._conn = conn = _connect(self._path, "rwc")
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise sqlite3.DatabaseError(f"cannot switch to WAL mode (mode is {mode})")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute(f"PRAGMA journal_size_limit = {_WAL_LIMIT_BYTES}")
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise FingerprintDBError(f"{self._path}: cannot open the database for writing ({exc})") from None
+        self._writer = True
+        wanted = json.dumps(self._params.to_dict(), sort_keys=True)
+        with self._guard("cannot write"), self._transaction():
+            tables = _table_names(conn)
+            if not tables:  # a new file: make the tables (a reader never needs to write)
                 # executescript() would commit on its own; run the statements one by one inside the transaction.
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
-                meta = self._read_meta()
-                if not meta:
-                    conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-                    conn.execute("INSERT INTO meta (key, value) VALUES ('params', ?)", (wanted,))
-                    return
+                conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                conn.execute("INSERT INTO meta (key, value) VALUES ('params', ?)", (wanted,))
+                return
+            meta = _our_meta(conn, tables)
+        if meta is None:
+            raise FingerprintDBError(_foreign_message(self._path))
         self._check_meta(meta, wanted)
-
-    def _read_meta(self) -> dict[str, str] | None:
-        """The ``meta`` table as a dict, or ``None`` when the table does not exist yet."""
-        try:
-            rows = self._conn.execute("SELECT key, value FROM meta").fetchall()
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                return None
-            raise
-        return {str(k): str(v) for k, v in rows}
 
     def _check_meta(self, meta: dict[str, str], wanted: str) -> None:
         if meta.get("schema_version") != str(SCHEMA_VERSION):
@@ -372,15 +435,24 @@ class SQLiteStore(FingerprintStore):
         """The database file."""
         return self._path
 
-    def _one(self, where: str, value: object) -> Recording | None:
-        row = self._query(f"SELECT {_RECORDING_COLUMNS} FROM recordings WHERE {where} = ?", (value,)).fetchone()
-        return None if row is None else _row_to_recording(row)
-
-    def _query(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
+    @contextmanager
+    def _guard(self, what: str = "cannot read") -> Iterator[None]:
+        """Turn any failure caused by the database's content into one-line :class:`FingerprintDBError`."""
         try:
-            return self._conn.execute(sql, args)
-        except sqlite3.DatabaseError as exc:
-            raise FingerprintDBError(f"{self._path}: {exc}") from None
+            yield
+        except FingerprintDBError:
+            raise
+        except (sqlite3.DatabaseError, zlib.error, ValueError, TypeError, OverflowError) as exc:
+            raise FingerprintDBError(f"{self._path}: {what}: {_problem(exc)}") from None
+
+    def _one(self, where: str, value: object) -> Recording | None:
+        with self._guard():
+            row = self._conn.execute(f"SELECT {_RECORDING_COLUMNS} FROM recordings WHERE {where} = ?", (value,)).fetchone()
+            return None if row is None else _row_to_recording(row)
+
+    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._guard():
+            return self._conn.execute(sql, args).fetchall()
 
     def get(self, recording_id: int) -> Recording | None:
         return self._one("id", int(recording_id))
@@ -389,11 +461,12 @@ class SQLiteStore(FingerprintStore):
         return self._one("sha256", sha256)
 
     def get_by_path(self, path: str) -> Recording | None:
-        return self._one("path", path)
+        return self._one("path", _db_path(path))
 
     def recordings(self) -> list[Recording]:
-        rows = self._query(f"SELECT {_RECORDING_COLUMNS} FROM recordings ORDER BY id").fetchall()
-        return [_row_to_recording(r) for r in rows]
+        with self._guard():
+            rows = self._conn.execute(f"SELECT {_RECORDING_COLUMNS} FROM recordings ORDER BY id").fetchall()
+            return [_row_to_recording(r) for r in rows]
 
     def lookup(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         wanted = np.unique(np.asarray(hashes, dtype=np.int64)).tolist()
@@ -401,32 +474,36 @@ class SQLiteStore(FingerprintStore):
         for start in range(0, len(wanted), _LOOKUP_CHUNK):
             chunk = wanted[start : start + _LOOKUP_CHUNK]
             marks = ",".join("?" * len(chunk))
-            rows += self._query(
-                f"SELECT hash, recording_id, t FROM hashes WHERE hash IN ({marks})", tuple(chunk)
-            ).fetchall()
+            rows += self._query(f"SELECT hash, recording_id, t FROM hashes WHERE hash IN ({marks})", tuple(chunk))
         if not rows:
             empty = np.zeros(0, dtype=np.int64)
             return empty, empty, empty
-        table = np.array(rows, dtype=np.int64)
+        with self._guard():
+            table = np.array(rows, dtype=np.int64).reshape(len(rows), 3)
         return table[:, 0], table[:, 1], table[:, 2]
 
     def stats(self) -> StoreStats:
-        n_rec, seconds, n_hashes = self._query(
-            "SELECT COUNT(*), COALESCE(SUM(duration), 0), COALESCE(SUM(n_hashes), 0) FROM recordings"
-        ).fetchone()
+        with self._guard():
+            n_rec, seconds, n_hashes = self._query(
+                "SELECT COUNT(*), COALESCE(SUM(duration), 0), COALESCE(SUM(n_hashes), 0) FROM recordings"
+            )[0]
+            n_rec, seconds, n_hashes = int(n_rec), float(seconds), int(n_hashes)
         size = 0
         for suffix in ("", "-wal"):
             f = Path(str(self._path) + suffix)
             if f.exists():
                 size += f.stat().st_size
-        return StoreStats(recordings=int(n_rec), hashes=int(n_hashes), seconds=float(seconds), bytes=size)
+        return StoreStats(recordings=n_rec, hashes=n_hashes, seconds=seconds, bytes=size)
 
     # -- writing -----------------------------------------------------------------
 
     def add(self, recording: NewRecording, landmarks: Landmarks) -> Recording | None:
         added_at = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
         blob = _encode_hash_set(landmarks.hashes)
-        try:
+        title = _text(recording.title)
+        artist = None if recording.artist is None else _text(recording.artist)
+        self._open_writer()
+        with self._guard("cannot write"):
             with self._transaction():
                 if self.get_by_sha256(recording.sha256) is not None:
                     return None
@@ -438,9 +515,9 @@ class SQLiteStore(FingerprintStore):
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         recording.sha256,
-                        recording.title,
-                        recording.artist,
-                        recording.path,
+                        title,
+                        artist,
+                        _db_path(recording.path),
                         float(recording.duration),
                         len(landmarks),
                         added_at,
@@ -454,12 +531,10 @@ class SQLiteStore(FingerprintStore):
                     "INSERT OR IGNORE INTO hashes (hash, recording_id, t) VALUES (?, ?, ?)",
                     zip(landmarks.hashes.tolist(), repeat(rec_id), landmarks.times.tolist()),
                 )
-        except sqlite3.DatabaseError as exc:
-            raise FingerprintDBError(f"{self._path}: cannot write ({exc})") from None
         return Recording(
             id=rec_id,
-            title=recording.title,
-            artist=recording.artist,
+            title=title,
+            artist=artist,
             path=recording.path,
             sha256=recording.sha256,
             duration=float(recording.duration),
@@ -471,19 +546,21 @@ class SQLiteStore(FingerprintStore):
         row = self._conn.execute("SELECT hash_set FROM recordings WHERE id = ?", (recording_id,)).fetchone()
         if row is None:
             return False
-        hash_set = _decode_hash_set(row[0]).tolist()
-        self._conn.executemany(
-            "DELETE FROM hashes WHERE hash = ? AND recording_id = ?", zip(hash_set, repeat(recording_id))
-        )
+        try:
+            hash_set = _decode_hash_set(row[0]).tolist()
+        except (zlib.error, ValueError, TypeError):  # a damaged hash set: find the rows the slow way
+            self._conn.execute("DELETE FROM hashes WHERE recording_id = ?", (recording_id,))
+        else:
+            self._conn.executemany(
+                "DELETE FROM hashes WHERE hash = ? AND recording_id = ?", zip(hash_set, repeat(recording_id))
+            )
         self._conn.execute("DELETE FROM recordings WHERE id = ?", (recording_id,))
         return True
 
     def remove(self, recording_id: int) -> bool:
-        try:
-            with self._transaction():
-                return self._delete(int(recording_id))
-        except sqlite3.DatabaseError as exc:
-            raise FingerprintDBError(f"{self._path}: cannot write ({exc})") from None
+        self._open_writer()
+        with self._guard("cannot write"), self._transaction():
+            return self._delete(int(recording_id))
 
     def checkpoint(self) -> None:
         """Copy the write-ahead log into the database file and truncate it.
@@ -491,13 +568,104 @@ class SQLiteStore(FingerprintStore):
         Skipped silently while another process is reading (it is retried by
         SQLite's own automatic checkpoints).
         """
+        if not self._writer:
+            return
         try:
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         except sqlite3.DatabaseError:
             pass
 
     def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except sqlite3.Error:
+                pass
+        self._conn, self._writer = None, False  # type: ignore[assignment]
+
+
+def _connect(path: Path, mode: str) -> sqlite3.Connection:
+    """An SQLite connection to ``path``: ``"ro"`` read-only, ``"immutable"`` read-only without locks or
+    side files (for read-only media, or to look at a file that may not be ours), ``"rwc"`` read-write."""
+    query = {"ro": "mode=ro", "immutable": "mode=ro&immutable=1", "rwc": "mode=rwc"}[mode]
+    return sqlite3.connect(f"{path.absolute().as_uri()}?{query}", uri=True, timeout=BUSY_TIMEOUT_SECONDS,
+                           isolation_level=None, check_same_thread=True)
+
+
+def _writable_folder(path: Path) -> bool:
+    return os.access(path.parent if str(path.parent) else Path("."), os.W_OK)
+
+
+def _table_names(conn: sqlite3.Connection) -> set[str]:
+    """Names of every table, index, view and trigger of the database."""
+    return {str(name) for (name,) in conn.execute("SELECT name FROM sqlite_master").fetchall()}
+
+
+def _our_meta(conn: sqlite3.Connection, tables: set[str]) -> dict[str, str] | None:
+    """The ``meta`` table of a genre-id fingerprint database, or ``None`` when the database is another's."""
+    if "meta" not in tables:
+        return None
+    try:
+        rows = conn.execute("SELECT key, value FROM meta LIMIT 100").fetchall()
+    except sqlite3.OperationalError:  # a "meta" table of other columns
+        return None
+    meta = {str(k): str(v) for k, v in rows}
+    if "schema_version" not in meta or "params" not in meta:
+        return None
+    if meta["schema_version"] == str(SCHEMA_VERSION) and not {"recordings", "hashes"} <= tables:
+        raise sqlite3.DatabaseError("its recordings or hashes table is missing")
+    return meta
+
+
+def _problem(exc: Exception) -> str:
+    """One line saying what an exception raised while reading the database means."""
+    detail = one_line(exc)[:200]
+    if isinstance(exc, sqlite3.OperationalError):  # locked, interrupted, cannot open, ...
+        return detail
+    if isinstance(exc, sqlite3.DatabaseError):  # malformed, not a database
+        return f"the database is damaged ({detail})"
+    return f"the database is damaged ({type(exc).__name__}: {detail})"
+
+
+def _foreign_message(path: Path) -> str:
+    return f"{path}: not a genre-id fingerprint database (it holds other tables); refusing to use it"
+
+
+def _probe(path: Path) -> dict[str, str] | None:
+    """The ``meta`` of an existing file, ``None`` when it is empty; raises unless it is a fingerprint database.
+
+    Nothing is written: the file is first read as immutable (no lock, no
+    side files); only when it looks empty while a write-ahead log exists (a
+    database another process is making) is it read again with a normal
+    read-only connection.
+    """
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise FingerprintDBError(f"{path}: not a usable fingerprint database (not a regular file)")
+        if st.st_size == 0:
+            return None
+        with open(path, "rb") as fh:
+            header = fh.read(len(_SQLITE_MAGIC))
+    except OSError as exc:
+        raise FingerprintDBError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if header != _SQLITE_MAGIC:
+        raise FingerprintDBError(f"{path}: not a usable fingerprint database (not an SQLite database)")
+    wal = Path(f"{path}-wal")
+    for mode in ("immutable", "ro"):
+        conn = None
         try:
-            self._conn.close()
-        except sqlite3.Error:
-            pass
+            conn = _connect(path, mode)
+            tables = _table_names(conn)
+            if tables or mode == "ro" or not (wal.exists() and wal.stat().st_size > 0):
+                meta = _our_meta(conn, tables) if tables else None
+                if tables and meta is None:
+                    raise FingerprintDBError(_foreign_message(path))
+                return meta
+        except sqlite3.DatabaseError as exc:
+            if mode == "ro":
+                raise FingerprintDBError(f"{path}: not a usable fingerprint database: {_problem(exc)}") from None
+        finally:
+            if conn is not None:
+                conn.close()
+    return None  # not reached
