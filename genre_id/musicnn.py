@@ -227,18 +227,6 @@ def _relu(x: np.ndarray) -> np.ndarray:
     return np.maximum(x, 0, out=x)
 
 
-def _sign_sorted(mat: np.ndarray, bias: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> tuple:
-    """A conv block's matrix and per-channel arrays with the channels of positive batch-norm scale first.
-
-    Returns ``(mat, bias, scale, shift, n_positive, restore)``; ``restore``
-    indexes the sorted channels back into the original order.
-    """
-    order = np.argsort(scale < 0, kind="stable")
-    n_positive = int(np.count_nonzero(scale >= 0))
-    return (np.ascontiguousarray(mat[:, order]), bias[order], scale[order], shift[order], n_positive,
-            np.argsort(order))
-
-
 class Musicnn:
     """The MSD_musicnn forward pass in numpy (prediction only: batch norm uses the moving statistics)."""
 
@@ -258,10 +246,17 @@ class Musicnn:
         self._timbral = []
         for name in _TIMBRAL:
             k = arrays[f"{name}.kernel"]
-            self._timbral.append((k.shape[1], _sign_sorted(k.reshape(-1, k.shape[3]), arrays[f"{name}.bias"],
-                                                           *bn(f"{name}_bn"))))
-        self._temporal = [(size, _sign_sorted(arrays[f"{name}.kernel"].reshape(size, -1), arrays[f"{name}.bias"],
-                                              *bn(f"{name}_bn"))) for name, size in _TEMPORAL]
+            self._timbral.append((k.shape[1], k.reshape(-1, k.shape[3]), arrays[f"{name}.bias"], *bn(f"{name}_bn")))
+        # the three temporal kernels centred in one 128-tap window ('same' padding: (k - 1) // 2 taps before
+        # the current frame), so that a single matrix product computes all 153 channels
+        mats, per_channel = [], []
+        for name, size in _TEMPORAL:
+            mat = np.zeros((_TEMPORAL[0][1], 51), np.float32)
+            start = (_TEMPORAL[0][1] - 1) // 2 - (size - 1) // 2
+            mat[start:start + size] = arrays[f"{name}.kernel"].reshape(size, -1)
+            mats.append(mat)
+            per_channel.append((arrays[f"{name}.bias"], *bn(f"{name}_bn")))
+        self._temporal = (np.concatenate(mats, axis=1), *(np.concatenate(a) for a in zip(*per_channel)))
         self._midend = []
         for name in _MIDEND:
             k = arrays[f"{name}.kernel"]  # (7, in, 1, out); the window view is laid out (in, 7)
@@ -272,36 +267,38 @@ class Musicnn:
         self._out = (arrays["tags.kernel"], arrays["tags.bias"])
 
     @staticmethod
-    def _pool_frequency(z: np.ndarray, block: tuple) -> np.ndarray:
-        """``max_f(BN(relu(z + bias)))`` over axis 2 of ``z`` (patches, time, frequency, channels).
+    def _pool_frequency(z: np.ndarray, bias: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
+        """``max_f BN(relu(z + bias))`` over the leading (frequency) axis of ``z`` ``(frequency, rows, channels)``.
 
         Adding the bias and ReLU are monotone and batch norm is monotone in
         the direction of the sign of its scale, so the extreme is taken on the
         raw products (the maximum where the scale is positive, the minimum
-        where it is negative; :func:`_sign_sorted` put those channels first
-        and last) and only the pooled values are transformed.
+        where it is negative) and only the pooled ``(rows, channels)`` values
+        are transformed.
         """
-        _, bias, scale, shift, n_positive, restore = block
-        extreme = np.concatenate([z[..., :n_positive].max(axis=2), z[..., n_positive:].min(axis=2)], axis=-1)
-        return (_relu(extreme + bias) * scale + shift)[..., restore]
+        extreme = np.where(scale >= 0, z.max(axis=0), z.min(axis=0))
+        return _relu(extreme + bias) * scale + shift
 
     def _front_end(self, x: np.ndarray) -> np.ndarray:
+        """The five front-end blocks on batch-normalised patches ``(n, t, 96)``: ``(n, t, 561)``.
+
+        The im2col matrices are laid out frequency-major, so that the max
+        over frequency reduces contiguous blocks.
+        """
         n, t, f = x.shape
         parts = []
         padded = np.pad(x, ((0, 0), (3, 3), (0, 0)))
-        for width, block in self._timbral:
-            cols = sliding_window_view(padded, (7, width), axis=(1, 2)).reshape(-1, 7 * width)
-            z = (cols @ block[0]).reshape(n, t, f - width + 1, -1)
-            parts.append(self._pool_frequency(z, block))
-        # TensorFlow's 'same' padding for an even kernel of k frames: (k - 1) // 2 before, k // 2 after
-        padded = np.pad(x, ((0, 0), (63, 64), (0, 0)))
-        for size, block in self._temporal:
-            start = 63 - (size - 1) // 2
-            seg = padded[:, start:start + t + size - 1, :]
-            cols = sliding_window_view(seg, size, axis=1).reshape(-1, size)  # (n * t * f, size)
-            z = (cols @ block[0]).reshape(n, t, f, -1)
-            parts.append(self._pool_frequency(z, block))
-        return np.concatenate(parts, axis=2)  # (n, t, 561)
+        for width, mat, *per_channel in self._timbral:
+            windows = sliding_window_view(padded, (7, width), axis=(1, 2))  # (n, t, f_out, 7, width)
+            cols = windows.transpose(2, 0, 1, 3, 4).reshape(-1, 7 * width)  # rows (f_out, n, t)
+            z = (cols @ mat).reshape(f - width + 1, n * t, -1)
+            parts.append(self._pool_frequency(z, *per_channel))
+        mat, *per_channel = self._temporal
+        size = mat.shape[0]
+        padded = np.pad(x.transpose(2, 0, 1), ((0, 0), (0, 0), ((size - 1) // 2, size // 2)))  # (f, n, t + 127)
+        cols = sliding_window_view(padded, size, axis=2).reshape(-1, size)  # rows (f, n, t)
+        parts.append(self._pool_frequency((cols @ mat).reshape(f, n * t, -1), *per_channel))
+        return np.concatenate(parts, axis=1).reshape(n, t, -1)  # (n, t, 561)
 
     def _mid_end(self, front: np.ndarray) -> list[np.ndarray]:
         n, t, _ = front.shape
