@@ -184,3 +184,74 @@ def load_keras_model(path: Path) -> Any:
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{path}: refused to load the Keras model ({first})") from None
+
+
+# --- MSD_musicnn (pretrained tagger) as a Keras model ----------------------------------------------
+
+__all__ += ["build_musicnn"]
+
+def build_musicnn(*, n_frames: int | None = 187, weights_dir: Path | None = None, trainable: bool = False) -> Any:
+    """The pretrained MSD_musicnn network (``genre_id.musicnn``) as a Keras functional model.
+
+    Input: log-mel patches ``(batch, n_frames, 96)`` (``None`` accepts any
+    length of at least one frame).  Outputs ``[penultimate (batch, 200),
+    tags (batch, 50)]``, the same as :meth:`genre_id.musicnn.Musicnn.forward`.
+    The weights come from :func:`genre_id.musicnn.load_weights` (validated);
+    the model is frozen unless ``trainable`` (batch norm then still runs in
+    inference mode while frozen, as in Keras 3).
+    """
+    from .musicnn import N_MELS, load_weights
+
+    keras = import_keras()
+    layers = keras.layers
+    meta, arrays = load_weights(weights_dir)
+    eps = float(meta.get("batch_norm_epsilon", 1e-3))
+
+    weights: dict[str, list[np.ndarray]] = {}
+
+    def conv(name: str, make: Any) -> Any:
+        weights[name] = [arrays[f"{name}.kernel"], arrays[f"{name}.bias"]]
+        return make
+
+    def norm(name: str) -> Any:
+        weights[name] = [arrays[f"{name}.{k}"] for k in ("gamma", "beta", "moving_mean", "moving_variance")]
+        return layers.BatchNormalization(epsilon=eps, name=name)
+
+    inp = keras.Input(shape=(n_frames, N_MELS), name="log_mel")
+    x = layers.Reshape((-1, N_MELS, 1), name="expand")(inp)
+    x = norm("input_bn")(x)
+    padded = layers.ZeroPadding2D(((3, 3), (0, 0)), name="time_pad")(x)
+    front = []
+    for name, (kt, kf) in (("timbral_7x38", (7, 38)), ("timbral_7x67", (7, 67))):
+        h = conv(name, layers.Conv2D(204, (kt, kf), padding="valid", activation="relu", name=name))(padded)
+        h = norm(f"{name}_bn")(h)
+        h = layers.MaxPooling2D((1, N_MELS - kf + 1), name=f"{name}_pool")(h)
+        front.append(layers.Reshape((-1, 204), name=f"{name}_squeeze")(h))
+    for name, size in (("temporal_128", 128), ("temporal_64", 64), ("temporal_32", 32)):
+        h = conv(name, layers.Conv2D(51, (size, 1), padding="same", activation="relu", name=name))(x)
+        h = norm(f"{name}_bn")(h)
+        h = layers.MaxPooling2D((1, N_MELS), name=f"{name}_pool")(h)
+        front.append(layers.Reshape((-1, 51), name=f"{name}_squeeze")(h))
+    h = layers.Concatenate(axis=-1, name="front_end")(front)  # (batch, frames, 561)
+    features = [h]
+    for i, name in enumerate(("midend_1", "midend_2", "midend_3")):
+        # musicnn's 7 x channels 2-D convolution over zero-padded time is a 'same' 1-D convolution
+        weights[name] = [arrays[f"{name}.kernel"][:, :, 0, :], arrays[f"{name}.bias"]]
+        c = layers.Conv1D(64, 7, padding="same", activation="relu", name=name)(h)
+        c = norm(f"{name}_bn")(c)
+        h = c if i == 0 else layers.Add(name=f"{name}_residual")([c, h])
+        features.append(h)
+    h = layers.Concatenate(axis=-1, name="features")(features)  # (batch, frames, 753)
+    pooled_max = layers.Reshape((-1, 1), name="max_column")(layers.GlobalMaxPooling1D(name="max_pool")(h))
+    pooled_mean = layers.Reshape((-1, 1), name="mean_column")(layers.GlobalAveragePooling1D(name="mean_pool")(h))
+    # musicnn flattens (753, 2) = [max, mean] per channel: the two alternate
+    h = layers.Flatten(name="pool")(layers.Concatenate(axis=-1, name="pool_pairs")([pooled_max, pooled_mean]))
+    h = norm("pool_bn")(h)
+    h = conv("penultimate", layers.Dense(200, activation="relu", name="penultimate"))(h)
+    penultimate = norm("penultimate_bn")(h)
+    tags = conv("tags", layers.Dense(len(meta["tags"]), activation="sigmoid", name="tags"))(penultimate)
+    model = keras.Model(inp, [penultimate, tags], name="msd_musicnn")
+    for name, values in weights.items():
+        model.get_layer(name).set_weights(values)
+    model.trainable = trainable
+    return model

@@ -1,0 +1,371 @@
+"""The pretrained MSD_musicnn tagger (Pons & Serra 2019) in plain numpy.
+
+musicnn is a music auto-tagging network trained on the Million Song Dataset
+(50 Last.fm tags).  This module re-implements its input representation and
+its forward pass at prediction time, with the weights imported once from the
+``musicnn`` 0.1.0 wheel (ISC licence, see ``weights/LICENSE-musicnn.txt``) by
+``scripts/import_musicnn.py``.  It imports numpy only (no TensorFlow, Keras
+or librosa).
+
+Input, exactly as musicnn was trained (``musicnn/extractor.py``, librosa 0.7):
+
+- mono audio resampled to 16 kHz (soxr here; musicnn's librosa used resampy);
+- power mel spectrogram: centred STFT with ``n_fft=512``, ``hop_length=256``,
+  periodic Hann window and **reflect** padding of ``n_fft // 2`` samples at
+  both ends (librosa < 0.10's ``pad_mode='reflect'``; librosa 0.11 pads with
+  zeros), ``|X|**2``, 96 Slaney mel bands with Slaney area normalisation;
+- ``log10(1 + 10000 * mel)`` computed in float32.  musicnn's extractor casts
+  the mel spectrogram to float16 first, so ``10000 * mel`` overflows to
+  infinity on loud audio (mel power above about 6.5); that bug is not
+  reproduced;
+- 3-second patches of 187 frames, not overlapping (the extractor's default);
+  a trailing part shorter than a patch is dropped, as musicnn does.
+
+Network (``build_musicnn`` in ``musicnn/models.py``), evaluated with the
+batch-norm moving statistics (``epsilon = 0.001``):
+
+- front end on the batch-normalised ``(187, 96)`` patch: timbral 2-D
+  convolutions of 7 x 38 and 7 x 67 (204 filters each, time zero-padded by
+  3) and temporal 1-D convolutions of 128, 64 and 32 frames along time
+  (51 filters each, TensorFlow ``'same'`` padding), each followed by ReLU,
+  batch norm and a max over frequency: 561 channels per frame;
+- mid end: three 1-D convolutions of 7 frames with 64 filters (ReLU, batch
+  norm), the second and third with residual connections; the front-end and
+  the three mid-end outputs are concatenated (753 channels per frame);
+- back end: max and mean over time (interleaved per channel, 1506 values),
+  batch norm, dense 200 + ReLU + batch norm (the *penultimate* layer), dense
+  50 + sigmoid (the tag probabilities).
+
+Every convolution is one float32 matrix product over a
+``sliding_window_view`` of its input (im2col), so a 30-second clip takes a
+fraction of a second on one core (``scripts/bench_musicnn.py``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from .audio import check_samples, resample
+from .errors import AudioTooShortError, ModelError
+from .spectral import mel_filters, stft
+
+__all__ = [
+    "SAMPLE_RATE",
+    "N_FFT",
+    "HOP_LENGTH",
+    "N_MELS",
+    "PATCH_FRAMES",
+    "WEIGHTS_DIR",
+    "ARRAY_SHAPES",
+    "MusicnnOutput",
+    "Musicnn",
+    "log_mel_spectrogram",
+    "split_patches",
+    "load_weights",
+    "load_musicnn",
+    "analyze",
+]
+
+#: Sample rate (Hz) musicnn's input is computed at.
+SAMPLE_RATE = 16000
+#: STFT size and hop, in samples at :data:`SAMPLE_RATE`.
+N_FFT = 512
+HOP_LENGTH = 256
+#: Mel bands.
+N_MELS = 96
+#: Frames in one input patch: 3 s (``librosa.time_to_frames(3, sr=16000, n_fft=512, hop_length=256) + 1``).
+PATCH_FRAMES = 187
+
+#: Where the imported weights live (inside the package).
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+_WEIGHTS_NAME = "msd_musicnn"
+_FORMAT = "genre-id musicnn weights 1"
+
+
+def _bn_shapes(name: str, n: int) -> dict[str, tuple[int, ...]]:
+    return {f"{name}.{k}": (n,) for k in ("gamma", "beta", "moving_mean", "moving_variance")}
+
+
+#: Every array of the MSD_musicnn weights file and its shape (TensorFlow layouts:
+#: conv kernels ``(time, frequency, in, out)``, dense kernels ``(in, out)``).
+ARRAY_SHAPES: dict[str, tuple[int, ...]] = {
+    **_bn_shapes("input_bn", 1),
+    "timbral_7x38.kernel": (7, 38, 1, 204), "timbral_7x38.bias": (204,), **_bn_shapes("timbral_7x38_bn", 204),
+    "timbral_7x67.kernel": (7, 67, 1, 204), "timbral_7x67.bias": (204,), **_bn_shapes("timbral_7x67_bn", 204),
+    "temporal_128.kernel": (128, 1, 1, 51), "temporal_128.bias": (51,), **_bn_shapes("temporal_128_bn", 51),
+    "temporal_64.kernel": (64, 1, 1, 51), "temporal_64.bias": (51,), **_bn_shapes("temporal_64_bn", 51),
+    "temporal_32.kernel": (32, 1, 1, 51), "temporal_32.bias": (51,), **_bn_shapes("temporal_32_bn", 51),
+    "midend_1.kernel": (7, 561, 1, 64), "midend_1.bias": (64,), **_bn_shapes("midend_1_bn", 64),
+    "midend_2.kernel": (7, 64, 1, 64), "midend_2.bias": (64,), **_bn_shapes("midend_2_bn", 64),
+    "midend_3.kernel": (7, 64, 1, 64), "midend_3.bias": (64,), **_bn_shapes("midend_3_bn", 64),
+    **_bn_shapes("pool_bn", 1506),
+    "penultimate.kernel": (1506, 200), "penultimate.bias": (200,), **_bn_shapes("penultimate_bn", 200),
+    "tags.kernel": (200, 50), "tags.bias": (50,),
+}
+
+_TIMBRAL = ("timbral_7x38", "timbral_7x67")
+_TEMPORAL = (("temporal_128", 128), ("temporal_64", 64), ("temporal_32", 32))
+_MIDEND = ("midend_1", "midend_2", "midend_3")
+
+
+# --- input representation ---------------------------------------------------------------------------
+
+def log_mel_spectrogram(y: np.ndarray, *, sr: int) -> np.ndarray:
+    """musicnn's input: the log-compressed mel spectrogram of mono ``y``, shape ``(frames, 96)``, float32.
+
+    ``y`` (samples at ``sr`` Hz) is resampled to 16 kHz with soxr; the result
+    equals ``log10(1 + 10000 * librosa.feature.melspectrogram(y=y16, sr=16000,
+    n_fft=512, hop_length=256, n_mels=96, pad_mode='reflect')).T`` in float32,
+    with ``frames = 1 + len(y16) // 256`` (one frame per 16 ms).
+    """
+    y16 = resample(check_samples(y), orig_sr=int(sr), target_sr=SAMPLE_RATE)
+    pad = N_FFT // 2
+    if y16.shape[0] <= pad:
+        raise AudioTooShortError(f"audio of {y16.shape[0]} samples at 16 kHz is too short for a "
+                                 f"{N_FFT}-point reflect-padded STFT")
+    # librosa 0.7's centred STFT pads by reflection; spectral.stft pads with zeros, so its
+    # first and last frames (centred on the zero padding) are dropped.
+    spectrum = stft(np.pad(y16, pad, mode="reflect"), n_fft=N_FFT, hop_length=HOP_LENGTH)[:, 1:-1]
+    power = np.square(np.abs(spectrum))  # float32, like librosa's np.abs(stft) ** 2
+    mel = mel_filters(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS) @ power  # (96, frames)
+    return np.log10(np.float32(1) + np.float32(10000) * mel.T).astype(np.float32, copy=False)
+
+
+def split_patches(S: np.ndarray, *, n_frames: int = PATCH_FRAMES, hop_frames: int | None = None) -> np.ndarray:
+    """Cut a ``(frames, 96)`` spectrogram into patches, shape ``(n_patches, n_frames, 96)`` (a copy).
+
+    Patches start every ``hop_frames`` frames (default ``n_frames``: no
+    overlap, musicnn's default); a trailing part shorter than ``n_frames`` is
+    dropped.  Raises :class:`AudioTooShortError` when not even one patch fits
+    (``n_frames`` frames are 3 s of audio).
+    """
+    hop_frames = n_frames if hop_frames is None else int(hop_frames)
+    if hop_frames < 1:
+        raise ValueError(f"hop_frames must be positive, not {hop_frames}")
+    if S.ndim != 2 or S.shape[1] != N_MELS:
+        raise ValueError(f"expected a spectrogram of shape (frames, {N_MELS}), got {S.shape}")
+    if S.shape[0] < n_frames:
+        raise AudioTooShortError(f"audio of {S.shape[0]} frames is shorter than one musicnn patch "
+                                 f"({n_frames} frames, {n_frames * HOP_LENGTH / SAMPLE_RATE:.1f} s)")
+    windows = sliding_window_view(S, n_frames, axis=0)[::hop_frames]  # (n_patches, 96, n_frames)
+    return np.ascontiguousarray(windows.transpose(0, 2, 1), dtype=np.float32)
+
+
+# --- weights ----------------------------------------------------------------------------------------
+
+def _read_json(path: Path) -> dict:
+    try:
+        if path.stat().st_size > 1 << 20:
+            raise ModelError(f"{path}: musicnn description is too large")
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ModelError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: cannot read the musicnn description ({exc})") from None
+
+
+def load_weights(directory: str | Path | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+    """The MSD_musicnn description (JSON) and arrays (npz) from ``directory`` (default :data:`WEIGHTS_DIR`).
+
+    Every array is checked against the description and against
+    :data:`ARRAY_SHAPES` (name, shape, float32, finite) before use; any
+    mismatch raises :class:`ModelError`.  Arrays are read without pickle.
+    """
+    directory = WEIGHTS_DIR if directory is None else Path(directory)
+    meta_path, npz_path = directory / f"{_WEIGHTS_NAME}.json", directory / f"{_WEIGHTS_NAME}.npz"
+    meta = _read_json(meta_path)
+    described = {k: tuple(v) for k, v in meta.get("arrays", {}).items()} if isinstance(meta, dict) else {}
+    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+        raise ModelError(f"{meta_path}: not a musicnn weights description ({_FORMAT!r})")
+    if described != ARRAY_SHAPES:
+        raise ModelError(f"{meta_path}: the described arrays are not those of MSD_musicnn")
+    if not (isinstance(meta.get("tags"), list) and len(meta["tags"]) == 50
+            and all(isinstance(t, str) for t in meta["tags"])):
+        raise ModelError(f"{meta_path}: expected the names of the 50 tags")
+    try:
+        with np.load(npz_path, allow_pickle=False) as npz:
+            if sorted(npz.files) != sorted(ARRAY_SHAPES):
+                raise ModelError(f"{npz_path}: holds other arrays than the description names")
+            arrays = {}
+            for name, shape in ARRAY_SHAPES.items():
+                a = npz[name]
+                if a.dtype != np.float32 or a.shape != shape or not np.isfinite(a).all():
+                    raise ModelError(f"{npz_path}: array {name} is {a.dtype}{a.shape}, "
+                                     f"expected finite float32{shape}")
+                arrays[name] = a
+    except ModelError:
+        raise
+    except (OSError, ValueError, KeyError, EOFError) as exc:
+        raise ModelError(f"{npz_path}: cannot read the musicnn weights ({exc})") from None
+    return meta, arrays
+
+
+# --- the network ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MusicnnOutput:
+    """What MSD_musicnn says about each 3-second patch.
+
+    ``penultimate``: ``(n_patches, 200)`` float32, the batch-normalised
+    penultimate dense layer (an embedding; unitless, roughly zero-mean).
+    ``tags``: ``(n_patches, 50)`` float32 tag probabilities in [0, 1]
+    (independent sigmoids, the *taggram*), columns named by ``tag_names``.
+    """
+
+    penultimate: np.ndarray
+    tags: np.ndarray
+    tag_names: tuple[str, ...]
+
+
+def _relu(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, 0, out=x)
+
+
+class Musicnn:
+    """The MSD_musicnn forward pass in numpy (prediction only: batch norm uses the moving statistics)."""
+
+    def __init__(self, meta: dict, arrays: dict[str, np.ndarray]):
+        self.tag_names: tuple[str, ...] = tuple(meta["tags"])
+        eps = float(meta.get("batch_norm_epsilon", 1e-3))
+
+        def bn(name: str) -> tuple[np.ndarray, np.ndarray]:
+            # y = gamma * (x - mean) / sqrt(var + eps) + beta = x * scale + shift
+            g, b = arrays[f"{name}.gamma"], arrays[f"{name}.beta"]
+            m, v = arrays[f"{name}.moving_mean"], arrays[f"{name}.moving_variance"]
+            scale = (g.astype(np.float64) / np.sqrt(v.astype(np.float64) + eps))
+            return scale.astype(np.float32), (b - m * scale).astype(np.float32)
+
+        self._input_bn = tuple(float(a[0]) for a in bn("input_bn"))
+        # conv kernels as matrices whose rows follow the im2col window layout
+        self._timbral = []
+        for name in _TIMBRAL:
+            k = arrays[f"{name}.kernel"]
+            self._timbral.append((k.shape[1], k.reshape(-1, k.shape[3]), arrays[f"{name}.bias"], *bn(f"{name}_bn")))
+        # the three temporal kernels centred in one 128-tap window ('same' padding: (k - 1) // 2 taps before
+        # the current frame), so that a single matrix product computes all 153 channels
+        mats, per_channel = [], []
+        for name, size in _TEMPORAL:
+            mat = np.zeros((_TEMPORAL[0][1], 51), np.float32)
+            start = (_TEMPORAL[0][1] - 1) // 2 - (size - 1) // 2
+            mat[start:start + size] = arrays[f"{name}.kernel"].reshape(size, -1)
+            mats.append(mat)
+            per_channel.append((arrays[f"{name}.bias"], *bn(f"{name}_bn")))
+        self._temporal = (np.concatenate(mats, axis=1), *(np.concatenate(a) for a in zip(*per_channel)))
+        self._midend = []
+        for name in _MIDEND:
+            k = arrays[f"{name}.kernel"]  # (7, in, 1, out); the window view is laid out (in, 7)
+            mat = np.ascontiguousarray(k[:, :, 0, :].transpose(1, 0, 2).reshape(-1, k.shape[3]))
+            self._midend.append((mat, arrays[f"{name}.bias"], *bn(f"{name}_bn")))
+        self._pool_bn = bn("pool_bn")
+        self._dense = (arrays["penultimate.kernel"], arrays["penultimate.bias"], *bn("penultimate_bn"))
+        self._out = (arrays["tags.kernel"], arrays["tags.bias"])
+
+    @staticmethod
+    def _pool_frequency(z: np.ndarray, bias: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
+        """``max_f BN(relu(z + bias))`` over the leading (frequency) axis of ``z`` ``(frequency, rows, channels)``.
+
+        Adding the bias and ReLU are monotone and batch norm is monotone in
+        the direction of the sign of its scale, so the extreme is taken on the
+        raw products (the maximum where the scale is positive, the minimum
+        where it is negative) and only the pooled ``(rows, channels)`` values
+        are transformed.
+        """
+        extreme = np.where(scale >= 0, z.max(axis=0), z.min(axis=0))
+        return _relu(extreme + bias) * scale + shift
+
+    def _front_end(self, x: np.ndarray) -> np.ndarray:
+        """The five front-end blocks on batch-normalised patches ``(n, t, 96)``: ``(n, t, 561)``.
+
+        The im2col matrices are laid out frequency-major, so that the max
+        over frequency reduces contiguous blocks.
+        """
+        n, t, f = x.shape
+        parts = []
+        padded = np.pad(x, ((0, 0), (3, 3), (0, 0)))
+        for width, mat, *per_channel in self._timbral:
+            windows = sliding_window_view(padded, (7, width), axis=(1, 2))  # (n, t, f_out, 7, width)
+            cols = windows.transpose(2, 0, 1, 3, 4).reshape(-1, 7 * width)  # rows (f_out, n, t)
+            z = (cols @ mat).reshape(f - width + 1, n * t, -1)
+            parts.append(self._pool_frequency(z, *per_channel))
+        mat, *per_channel = self._temporal
+        size = mat.shape[0]
+        padded = np.pad(x.transpose(2, 0, 1), ((0, 0), (0, 0), ((size - 1) // 2, size // 2)))  # (f, n, t + 127)
+        cols = sliding_window_view(padded, size, axis=2).reshape(-1, size)  # rows (f, n, t)
+        parts.append(self._pool_frequency((cols @ mat).reshape(f, n * t, -1), *per_channel))
+        return np.concatenate(parts, axis=1).reshape(n, t, -1)  # (n, t, 561)
+
+    def _mid_end(self, front: np.ndarray) -> list[np.ndarray]:
+        n, t, _ = front.shape
+        outputs = [front]
+        h = front
+        for i, (mat, bias, scale, shift) in enumerate(self._midend):
+            padded = np.pad(h, ((0, 0), (3, 3), (0, 0)))
+            cols = sliding_window_view(padded, 7, axis=1).reshape(n * t, -1)  # (n * t, in * 7)
+            z = _relu(cols @ mat + bias) * scale + shift
+            h = z.reshape(n, t, -1) + (h if i > 0 else 0)
+            outputs.append(h)
+        return outputs
+
+    def forward(self, patches: np.ndarray, *, batch_size: int = 4) -> MusicnnOutput:
+        """Run the network on ``patches`` of shape ``(n_patches, frames, 96)`` (log-mel, any ``frames >= 1``).
+
+        Patches are processed ``batch_size`` at a time to bound memory
+        (about 50 MB per patch of 187 frames).
+        """
+        x = np.asarray(patches, dtype=np.float32)
+        if x.ndim != 3 or x.shape[2] != N_MELS or x.shape[1] < 1:
+            raise ValueError(f"expected patches of shape (n, frames, {N_MELS}), got {x.shape}")
+        pen, tags = [], []
+        for start in range(0, x.shape[0], max(1, int(batch_size))):
+            p, s = self._forward_batch(x[start:start + batch_size])
+            pen.append(p)
+            tags.append(s)
+        empty = np.zeros((0, 200), np.float32), np.zeros((0, len(self.tag_names)), np.float32)
+        return MusicnnOutput(
+            penultimate=np.concatenate(pen) if pen else empty[0],
+            tags=np.concatenate(tags) if tags else empty[1],
+            tag_names=self.tag_names,
+        )
+
+    def _forward_batch(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        in_scale, in_shift = self._input_bn
+        x = x * np.float32(in_scale) + np.float32(in_shift)
+        features = np.concatenate(self._mid_end(self._front_end(x)), axis=2)  # (n, t, 753)
+        # musicnn flattens concat([max, mean], axis=-1) of shape (n, 753, 2): the two alternate per channel
+        pooled = np.stack([features.max(axis=1), features.mean(axis=1)], axis=2).reshape(x.shape[0], -1)
+        scale, shift = self._pool_bn
+        pooled = pooled * scale + shift
+        kernel, bias, scale, shift = self._dense
+        penultimate = _relu(pooled @ kernel + bias) * scale + shift
+        kernel, bias = self._out
+        logits = penultimate @ kernel + bias
+        with np.errstate(over="ignore"):  # exp overflow for very negative logits gives exactly 0
+            probs = 1 / (1 + np.exp(-logits))
+        return penultimate.astype(np.float32), probs.astype(np.float32)
+
+
+@lru_cache(maxsize=1)
+def _default_model() -> Musicnn:
+    return Musicnn(*load_weights())
+
+
+def load_musicnn(directory: str | Path | None = None) -> Musicnn:
+    """The MSD_musicnn network with the weights in ``directory`` (default: the packaged ones, loaded once)."""
+    return _default_model() if directory is None else Musicnn(*load_weights(directory))
+
+
+def analyze(y: np.ndarray, *, sr: int, network: Musicnn | None = None) -> MusicnnOutput:
+    """Tag mono audio ``y`` (samples at ``sr`` Hz): one row per non-overlapping 3-second patch.
+
+    Resamples to 16 kHz, computes :func:`log_mel_spectrogram`, cuts
+    :func:`split_patches` and runs the network (default: the packaged
+    MSD_musicnn).  Raises :class:`AudioTooShortError` below 3 s.
+    """
+    network = load_musicnn() if network is None else network
+    return network.forward(split_patches(log_mel_spectrogram(y, sr=sr)))
