@@ -11,7 +11,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -22,7 +22,8 @@ from .features import DEFAULT_FEATURE_SET, FeatureSet, get_feature_set
 from .files import PathLike
 from .parallel import FileFailure
 
-__all__ = ["Dataset", "track_id", "read_table", "scan_folder", "load_folder", "read_split_list"]
+__all__ = ["Dataset", "LabelledClip", "track_id", "read_table", "scan_folder", "load_folder", "read_split_list",
+           "read_labels"]
 
 
 def track_id(name: str) -> str:
@@ -88,6 +89,9 @@ def read_table(path: PathLike, *, feature_set: str | FeatureSet = DEFAULT_FEATUR
     feature of ``feature_set``; other columns are ignored.
     """
     fs = get_feature_set(feature_set)
+    if fs.from_audio_only:
+        raise DatasetError(f"{path}: feature set '{fs.name}' is measured from audio only; "
+                           "train it from a folder of audio, not a table")
     p = Path(path)
     try:
         with open(p, newline="", encoding="utf-8") as fh:
@@ -187,3 +191,46 @@ def read_split_list(path: PathLike) -> list[str]:
     if not ids:
         raise DatasetError(f"{p}: the split list is empty")
     return ids
+
+
+class LabelledClip(NamedTuple):
+    """A clip to score a model on: its file, its label, and the labels also accepted for it."""
+
+    path: Path
+    genre: str
+    accept: tuple[str, ...]
+
+
+#: A labels file larger than this (bytes) is refused.
+MAX_LABELS_BYTES = 16 << 20
+
+
+def read_labels(root: PathLike, labels_csv: PathLike | None = None) -> list[LabelledClip]:
+    """The labelled clips of a folder: from ``labels_csv`` when given, else one sub-folder per label.
+
+    The CSV has a header with at least ``path`` (relative to ``root``) and
+    ``genre``; an optional ``accept`` column lists, separated by ``|``, the
+    labels also counted right where the label is debatable.
+    """
+    r = Path(root)
+    if labels_csv is None:
+        return [LabelledClip(p, g, (g,)) for p, g in scan_folder(r)]
+    p = Path(labels_csv)
+    try:
+        if p.stat().st_size > MAX_LABELS_BYTES:
+            raise DatasetError(f"{p}: labels file is larger than {MAX_LABELS_BYTES >> 20} MB")
+        rows = list(csv.DictReader(p.read_text(encoding="utf-8").splitlines()))
+    except FileNotFoundError:
+        raise DatasetError(f"{p}: no such labels file") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DatasetError(f"{p}: unreadable labels file ({type(exc).__name__})") from None
+    if not rows or not {"path", "genre"} <= set(rows[0]):
+        raise DatasetError(f"{p}: a labels file needs a header with 'path' and 'genre' columns and one row per clip")
+    clips = []
+    for row in rows:
+        genre = (row.get("genre") or "").strip()
+        if not genre or not row.get("path"):
+            raise DatasetError(f"{p}: a row lacks its path or genre")
+        accept = tuple(a.strip() for a in (row.get("accept") or "").split("|") if a.strip())
+        clips.append(LabelledClip(r / row["path"], genre, accept if genre in accept else (genre, *accept)))
+    return clips

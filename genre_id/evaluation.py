@@ -32,6 +32,7 @@ __all__ = [
     "group_permutation_importance",
     "evaluate_split",
     "evaluate_folds",
+    "score_predictions",
 ]
 
 
@@ -96,10 +97,36 @@ class EvaluationResult:
     proba: np.ndarray
     importance: dict[str, float] = field(default_factory=dict)
     details: dict = field(default_factory=dict)
+    #: Per prediction, the label indices also counted right (the true one and any
+    #: neighbouring genre where the label is debatable); None: only the true one.
+    accept: list[frozenset[int]] | None = None
 
     @property
     def accuracy(self) -> float:
         return float(np.mean(self.accuracies))
+
+    def _recall_mean(self, right: np.ndarray) -> float:
+        present = np.unique(self.y_true)
+        return float(np.mean([right[self.y_true == k].mean() for k in present])) if len(present) else float("nan")
+
+    @property
+    def balanced_accuracy(self) -> float:
+        """The mean over genres (those in the test data) of their recall."""
+        return self._recall_mean(self.proba.argmax(axis=1) == self.y_true)
+
+    @property
+    def lenient_balanced_accuracy(self) -> float:
+        """:attr:`balanced_accuracy` where an accepted neighbouring genre also counts as right."""
+        if self.accept is None:
+            return self.balanced_accuracy
+        pred = self.proba.argmax(axis=1)
+        return self._recall_mean(np.array([p in ok for p, ok in zip(pred.tolist(), self.accept)], dtype=bool))
+
+    @property
+    def mean_confidence_wrong(self) -> float:
+        """The mean top probability of the wrong answers (NaN when none is wrong)."""
+        wrong = self.proba.argmax(axis=1) != self.y_true
+        return float(self.proba.max(axis=1)[wrong].mean()) if wrong.any() else float("nan")
 
     @property
     def accuracy_std(self) -> float:
@@ -131,6 +158,9 @@ class EvaluationResult:
             "accuracy_std": round(self.accuracy_std, 4),
             "accuracies": [round(a, 4) for a in self.accuracies],
             "ece": round(self.ece, 4),
+            "balanced_accuracy": round(self.balanced_accuracy, 4),
+            "lenient_balanced_accuracy": round(self.lenient_balanced_accuracy, 4),
+            "mean_confidence_wrong": round(self.mean_confidence_wrong, 4),
             "per_genre": {g: {k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}
                           for g, m in self.per_genre().items()},
             "labels": self.labels,
@@ -280,3 +310,33 @@ def prediction_stability(
         "unchanged": {n: float(np.mean([genres[p][n] == genres[p]["original"] for p in truth])) for n in names},
         "genres": genres,
     }
+
+
+def score_predictions(
+    labels: Sequence[str],
+    proba: np.ndarray,
+    truth: Sequence[str],
+    *,
+    accept: Sequence[Sequence[str]] | None = None,
+    protocol: str = "labelled folder",
+    details: dict | None = None,
+) -> EvaluationResult:
+    """Score an existing model's clip probabilities ``proba`` (rows in ``truth`` order) against the true labels.
+
+    ``accept`` lists, per clip, the labels also counted right by
+    :attr:`EvaluationResult.lenient_balanced_accuracy`.  A true label the
+    model does not know is a :class:`~genre_id.errors.DatasetError`.
+    """
+    index = {g: i for i, g in enumerate(labels)}
+    unknown = sorted({t for t in truth} - set(index))
+    if unknown:
+        raise DatasetError(f"the model does not know the label(s) {', '.join(unknown)} "
+                           f"(it names: {', '.join(labels)})")
+    y = np.asarray([index[t] for t in truth], dtype=int)
+    ok = None
+    if accept is not None:
+        ok = [frozenset([index[t]] + [index[a] for a in extra if a in index]) for t, extra in zip(truth, accept)]
+    proba = np.asarray(proba, dtype=np.float64).reshape(len(y), len(labels))
+    accuracy = float(np.mean(proba.argmax(axis=1) == y)) if len(y) else float("nan")
+    return EvaluationResult(protocol=protocol, labels=list(labels), accuracies=[accuracy], y_true=y, proba=proba,
+                            details=dict(details or {}), accept=ok)

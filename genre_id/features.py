@@ -42,6 +42,7 @@ __all__ = [
     "FEATURE_SETS",
     "DEFAULT_FEATURE_SET",
     "get_feature_set",
+    "combine",
     "gtzan57_columns",
     "measure",
 ]
@@ -243,11 +244,18 @@ class FeatureSet:
     table_columns: tuple[str, ...] = ()
     _derive: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False, compare=False)
     groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict, repr=False, compare=False)
+    _measure: Callable[[np.ndarray, int], np.ndarray] | None = field(default=None, repr=False, compare=False)
+    members: tuple["FeatureSet", ...] = field(default=(), repr=False)
 
     @property
     def measured_columns(self) -> tuple[str, ...]:
         """The columns a feature table must have to train this set."""
         return self.table_columns or self.columns
+
+    @property
+    def from_audio_only(self) -> bool:
+        """True for sets that are not measured from the GTZAN table's descriptors (no table can train them)."""
+        return self._measure is not None or bool(self.members)
 
     def from_table(self, measured: np.ndarray) -> np.ndarray:
         """This set's features from rows of :attr:`measured_columns` (shape ``(n, len(measured_columns))``)."""
@@ -271,9 +279,14 @@ class FeatureSet:
 
     def extract(self, samples: np.ndarray) -> "Features":
         """Compute the feature vector of mono ``samples`` at :attr:`sample_rate` Hz."""
-        measured = measure(samples, sr=self.sample_rate, n_fft=self.n_fft, hop_length=self.hop_length,
-                            columns=self.measured_columns)
-        values = self.from_table(measured)[0]
+        if self.members:
+            values = np.concatenate([m.extract(samples).values for m in self.members])
+        elif self._measure is not None:
+            values = np.asarray(self._measure(samples, self.sample_rate), dtype=np.float64)
+        else:
+            measured = measure(samples, sr=self.sample_rate, n_fft=self.n_fft, hop_length=self.hop_length,
+                               columns=self.measured_columns)
+            values = self.from_table(measured)[0]
         return Features(values=values, feature_set=self.name, version=self.version)
 
 
@@ -362,11 +375,53 @@ def _gtzan_recipe(name: str, columns: Sequence[str], **kwargs) -> FeatureSet:
                       groups=_groups(list(columns)), **kwargs)
 
 
+def _musicnn_msd(samples: np.ndarray, sr: int) -> np.ndarray:
+    """The ``musicnn-msd`` vector of one window: MSD_musicnn's penultimate layer, averaged over its 3 s patches."""
+    from . import musicnn  # its weights are read on first use only
+
+    return musicnn.analyze(samples, sr=sr).penultimate.mean(axis=0, dtype=np.float64)
+
+
+def _musicnn_recipe() -> FeatureSet:
+    """``musicnn-msd`` v1: what a network pretrained on the Million Song Dataset hears.
+
+    The audio (at 22050 Hz, like the other sets, so a file is decoded once for
+    an ensemble) is resampled to 16 kHz, cut into 3 s patches of log-mel
+    frames (n_fft 512, hop 256, 96 bands) and passed through MSD_musicnn
+    (:mod:`genre_id.musicnn`); the window's vector is the mean over patches
+    of the 200-unit penultimate layer.
+    """
+    cols = tuple(f"msd_penultimate_{i:03d}" for i in range(200))
+    return FeatureSet(name="musicnn-msd", version=1, sample_rate=22050, n_fft=512, hop_length=256, columns=cols,
+                      groups={"musicnn (MSD) embedding": cols}, _measure=_musicnn_msd)
+
+
 FEATURE_SETS: dict[str, FeatureSet] = {
     "gtzan57": _gtzan_recipe("gtzan57", gtzan57_columns()),
     "levelfree": _gtzan_recipe("levelfree", _levelfree_columns(), table_columns=tuple(_LEVELFREE_MEASURED),
                                _derive=_levelfree),
+    "musicnn-msd": _musicnn_recipe(),
 }
+
+
+def combine(sets: Sequence[FeatureSet]) -> FeatureSet:
+    """One feature set whose vector is the concatenation of ``sets``' vectors (for an ensemble of models).
+
+    The sets must share their sample rate, so the audio is decoded and
+    windowed once for all of them.  The name joins the parts with ``+``
+    (``"levelfree+musicnn-msd"``); :func:`get_feature_set` knows such names.
+    """
+    sets = tuple(sets)
+    if len(sets) == 1:
+        return sets[0]
+    rates = {fs.sample_rate for fs in sets}
+    if len(rates) != 1:
+        raise FeatureVersionError(f"feature sets at different sample rates cannot be combined: {sorted(rates)}")
+    columns = tuple(f"{fs.name}:{c}" for fs in sets for c in fs.columns)
+    groups = {f"{fs.name}: {g}": tuple(f"{fs.name}:{c}" for c in cols) for fs in sets for g, cols in fs.groups.items()}
+    version = 1  # a combination has no recipe of its own: its parts' versions are checked where it is used
+    return FeatureSet(name="+".join(fs.name for fs in sets), version=version, sample_rate=rates.pop(),
+                      n_fft=0, hop_length=0, columns=columns, groups=groups, members=sets)
 
 #: The feature set new models use unless told otherwise.
 DEFAULT_FEATURE_SET = "levelfree"
@@ -380,6 +435,8 @@ def get_feature_set(spec: str | Mapping | FeatureSet = DEFAULT_FEATURE_SET) -> F
     """
     if isinstance(spec, FeatureSet):
         return spec
+    if isinstance(spec, str) and "+" in spec:
+        return combine([get_feature_set(part) for part in spec.split("+")])
     name = spec if isinstance(spec, str) else spec.get("name")
     fs = FEATURE_SETS.get(str(name))
     if fs is None:

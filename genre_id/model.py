@@ -7,6 +7,10 @@ A model is a folder::
         weights.npz   the same network's arrays, for the numpy backend (loaded with allow_pickle=False)
         model.json    labels, feature set, window length, training summary, metrics, versions
 
+An *ensemble* is a folder whose ``model.json`` lists ``members``: each a
+sub-folder holding a model as above, all with the same labels and window.
+Its probabilities fuse the members' by one fixed rule (:data:`FUSION_RULES`).
+
 The network is an input normalization (mean and variance learned from the
 training data), dense layers, and a softmax.  The numpy backend evaluates it
 without importing TensorFlow; both backends agree to float32 precision.
@@ -42,8 +46,12 @@ __all__ = [
     "DEFAULT_MODEL_DIR",
     "DenseNetwork",
     "ModelBundle",
+    "Ensemble",
+    "FUSION_RULES",
+    "fuse",
     "load_bundle",
     "save_bundle",
+    "save_ensemble",
 ]
 
 MODEL_FORMAT = "genre-id-model"
@@ -200,6 +208,68 @@ class ModelBundle:
         if self.keras_model is not None:
             return np.asarray(self.keras_model.predict(x, verbose=0), dtype=np.float32)
         return self.network.predict_proba(x)
+
+
+#: How an ensemble turns its members' probabilities into one distribution:
+#: ``"mean"``, their arithmetic mean; ``"geometric-mean"``, the normalised
+#: geometric mean (the mean of log-probabilities), which lets a member that
+#: is sure a genre is wrong veto it.
+FUSION_RULES = ("mean", "geometric-mean")
+_PROBABILITY_FLOOR = 1e-6  # keeps the logarithm finite in the geometric mean
+
+
+def fuse(probabilities: Sequence[np.ndarray], *, rule: str) -> np.ndarray:
+    """Fuse equally weighted class probabilities (each of shape ``(n, labels)``) by ``rule``."""
+    stack = np.stack([np.asarray(p, dtype=np.float64) for p in probabilities])
+    if rule == "mean":
+        out = stack.mean(axis=0)
+    elif rule == "geometric-mean":
+        out = np.exp(np.log(np.maximum(stack, _PROBABILITY_FLOOR)).mean(axis=0))
+        out /= out.sum(axis=-1, keepdims=True)
+    else:
+        raise ModelError(f"unknown fusion rule {one_line(rule)[:40]!r} (known: {', '.join(FUSION_RULES)})")
+    return out.astype(np.float32)
+
+
+@dataclass
+class Ensemble:
+    """Models that judge the same windows from different features, fused by one fixed rule.
+
+    A feature row of the ensemble is its members' rows side by side, in
+    member order (:func:`genre_id.features.combine`).
+    """
+
+    metadata: dict
+    members: list[ModelBundle]
+    path: Path | None = None
+
+    labels = ModelBundle.labels
+    window_seconds = ModelBundle.window_seconds
+    min_seconds = ModelBundle.min_seconds
+    name = ModelBundle.name
+    version = ModelBundle.version
+
+    @property
+    def fusion(self) -> str:
+        return str(self.metadata["fusion"])
+
+    @property
+    def member_names(self) -> list[str]:
+        """Each member's name: its sub-folder's."""
+        return [str(m["folder"]) for m in self.metadata["members"]]
+
+    def member_proba(self, x: np.ndarray) -> list[np.ndarray]:
+        """Each member's probabilities for the ensemble's feature rows ``x``."""
+        x = np.atleast_2d(np.asarray(x, dtype=np.float32))
+        widths = [m.network.n_inputs for m in self.members]
+        if x.shape[1] != sum(widths):
+            raise ModelError(f"the ensemble takes {sum(widths)} features per row, not {x.shape[1]}")
+        bounds = np.cumsum([0] + widths)
+        return [m.predict_proba(x[:, a:b]) for m, a, b in zip(self.members, bounds[:-1], bounds[1:])]
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """The fused probabilities, one row per feature row, columns in :attr:`labels` order."""
+        return fuse(self.member_proba(x), rule=self.fusion)
 
 
 #: Bounds on what a model folder may make us read (bytes), checked before reading.
@@ -463,12 +533,13 @@ def _read_npy_data(archive: zipfile.ZipFile, info: zipfile.ZipInfo, offset: int,
     return values.astype(np.float32)
 
 
-def load_bundle(path: str | os.PathLike[str] | None = None, *, backend: str = "numpy") -> ModelBundle:
+def load_bundle(path: str | os.PathLike[str] | None = None, *, backend: str = "numpy") -> ModelBundle | Ensemble:
     """Load a model folder (default: the shipped model).
 
     ``backend="numpy"`` (default) evaluates the network with numpy and never
     imports TensorFlow; ``backend="keras"`` loads ``model.keras`` with Keras
-    in safe mode, which refuses files that carry code.
+    in safe mode, which refuses files that carry code.  An ensemble folder
+    gives an :class:`Ensemble` of its members, each loaded the same way.
 
     Every problem with the folder is a one-line :class:`ModelError`: files
     are read only when regular and within size bounds, ``model.json`` is
@@ -481,6 +552,8 @@ def load_bundle(path: str | os.PathLike[str] | None = None, *, backend: str = "n
     if not folder.is_dir():
         raise ModelError(f"{folder}: a model is a folder, not a file")
     meta = _read_json(folder / _META_FILE)
+    if isinstance(meta, dict) and "members" in meta:
+        return _load_ensemble(folder, meta, backend=backend)
     _check_metadata(meta, folder)
     layers = meta["network"]["layers"]
     columns = meta["feature_set"].get("columns") or None
@@ -503,6 +576,71 @@ def load_bundle(path: str | os.PathLike[str] | None = None, *, backend: str = "n
     elif backend != "numpy":
         raise ModelError(f"unknown backend {backend!r} (choose 'numpy' or 'keras')")
     return bundle
+
+
+MAX_MEMBERS = 8
+
+
+def _load_ensemble(folder: Path, meta: dict, *, backend: str) -> Ensemble:
+    """The ensemble described by ``meta`` (its ``model.json``); its members are plain model folders inside it."""
+    if not _json_depth_ok(meta, MAX_JSON_DEPTH):
+        raise ModelError(f"{folder}: model metadata is nested more than {MAX_JSON_DEPTH} levels deep")
+    if meta.get("format") != MODEL_FORMAT or meta.get("format_version") != MODEL_FORMAT_VERSION:
+        raise ModelError(f"{folder}: not a genre-id model of format version {MODEL_FORMAT_VERSION}")
+    listed = meta["members"]
+    if not isinstance(listed, list) or not 1 <= len(listed) <= MAX_MEMBERS:
+        raise ModelError(f"{folder}: an ensemble lists 1 to {MAX_MEMBERS} members")
+    if meta.get("fusion") not in FUSION_RULES:
+        raise ModelError(f"{folder}: unknown fusion rule (known: {', '.join(FUSION_RULES)})")
+    members = []
+    for entry in listed:
+        name = entry.get("folder") if isinstance(entry, dict) else None
+        if not _is_name(name, 64) or name in (".", "..") or "/" in name or "\\" in name:
+            raise ModelError(f"{folder}: an ensemble member must name a sub-folder of the ensemble")
+        member = load_bundle(folder / name, backend=backend)
+        if isinstance(member, Ensemble):
+            raise ModelError(f"{folder / name}: an ensemble cannot be a member of another")
+        members.append(member)
+    first = members[0]
+    for member in members[1:]:
+        if member.labels != first.labels:
+            raise ModelError(f"{member.path}: its labels differ from {first.path.name}'s; members must share them")
+        if (member.window_seconds, member.min_seconds) != (first.window_seconds, first.min_seconds):
+            raise ModelError(f"{member.path}: its window differs from {first.path.name}'s; members must share it")
+    shared = {"labels": first.labels, "window_seconds": first.window_seconds, "min_seconds": first.min_seconds}
+    return Ensemble(metadata={**meta, **shared}, members=members, path=folder)
+
+
+def save_ensemble(members: Sequence[str | os.PathLike[str]], path: str | os.PathLike[str], *,
+                  fusion: str, metadata: Mapping | None = None) -> Path:
+    """Write an ensemble of the model folders ``members`` at ``path``, atomically.
+
+    Each member is copied into a sub-folder named after its feature set; the
+    members must share labels and window (checked by loading the result
+    before it replaces anything).  ``metadata`` adds entries to ``model.json``.
+    """
+    if fusion not in FUSION_RULES:
+        raise ModelError(f"unknown fusion rule {one_line(fusion)[:40]!r} (known: {', '.join(FUSION_RULES)})")
+    bundles = []
+    for m in members:
+        bundle = load_bundle(m)
+        if isinstance(bundle, Ensemble):
+            raise ModelError(f"{m}: an ensemble cannot be a member of another")
+        bundles.append(bundle)
+    names = [str(b.feature_set["name"]) for b in bundles]
+    if len(set(names)) != len(names):
+        raise ModelError("ensemble members must use different feature sets")
+
+    def write(tmp: Path) -> None:
+        for bundle, name in zip(bundles, names):
+            shutil.copytree(bundle.path, tmp / name)
+        meta = {"format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION, **(metadata or {}),
+                "members": [{"folder": n, "name": b.name, "version": b.version} for n, b in zip(names, bundles)],
+                "fusion": fusion, "labels": bundles[0].labels}
+        _write_json(tmp / _META_FILE, meta)
+        load_bundle(tmp)  # the whole ensemble must load before it replaces anything
+
+    return _write_model_folder(path, write)
 
 
 def _write_json(path: Path, data: Mapping) -> None:
@@ -533,14 +671,9 @@ def save_bundle(bundle: ModelBundle, path: str | os.PathLike[str], *, keras_mode
     new one is complete.  Temporary folders left by saves that were killed
     outright are removed by a later save, once an hour old.
     """
-    target = check_model_target(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # The name is chosen before the folder exists, so that an interrupt at any
-    # point after the folder is made lands inside the ``try`` that removes it.
-    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        tmp.mkdir()  # an ordinary folder (the umask applies), unlike mkdtemp's private one
-        keras_model = keras_model if keras_model is not None else bundle.keras_model
+    keras_model = keras_model if keras_model is not None else bundle.keras_model
+
+    def write(tmp: Path) -> None:
         if keras_model is not None:
             keras_model.save(tmp / _KERAS_FILE)
         elif bundle.path is not None and (bundle.path / _KERAS_FILE).exists():
@@ -550,14 +683,29 @@ def save_bundle(bundle: ModelBundle, path: str | os.PathLike[str], *, keras_mode
         meta = dict(bundle.metadata)
         meta["network"] = {**meta.get("network", {}), "layers": bundle.network.layers}
         _write_json(tmp / _META_FILE, meta)
-        for child in tmp.iterdir():
-            with open(child, "rb") as fh:
-                os.fsync(fh.fileno())
+
+    bundle.path = _write_model_folder(path, write)
+    return bundle.path
+
+
+def _write_model_folder(path: str | os.PathLike[str], write: Any) -> Path:
+    """Fill a temporary folder beside ``path`` with ``write(tmp)``, fsync it, and swap it into place."""
+    target = check_model_target(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # The name is chosen before the folder exists, so that an interrupt at any
+    # point after the folder is made lands inside the ``try`` that removes it.
+    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        tmp.mkdir()  # an ordinary folder (the umask applies), unlike mkdtemp's private one
+        write(tmp)
+        for child in tmp.rglob("*"):
+            if child.is_file():
+                with open(child, "rb") as fh:
+                    os.fsync(fh.fileno())
         _swap_into_place(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    bundle.path = target
     _remove_stale_leftovers(target)
     return target
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import NamedTuple, Union
 
@@ -18,8 +18,8 @@ import numpy as np
 
 from .errors import FeatureVersionError, GenreIdError, SilentAudioError
 from .extraction import WindowFeatures, extract_file, extract_samples
-from .features import FeatureSet, Features, get_feature_set
-from .model import ModelBundle, load_bundle
+from .features import FeatureSet, Features, combine, get_feature_set
+from .model import Ensemble, ModelBundle, fuse, load_bundle
 from .parallel import Executor, FileFailure, call_isolated, default_workers, map_files
 
 __all__ = ["Recognizer", "Prediction", "Segment", "GenreScore"]
@@ -58,6 +58,9 @@ class Prediction:
     ``probabilities`` holds every genre; ``top`` the best ones, best first;
     ``segments`` every window in time order (a timeline for long audio).
     The clip's probabilities are the mean over its non-silent windows.
+    ``members`` holds, for an ensemble model, each member's own clip
+    probabilities (member name to genre to probability), so both views can
+    be seen; for a single model, its one entry equals ``probabilities``.
     """
 
     genre: str
@@ -66,6 +69,7 @@ class Prediction:
     probabilities: dict[str, float]
     segments: list[Segment]
     duration: float
+    members: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """A JSON-ready form."""
@@ -76,6 +80,8 @@ class Prediction:
             "probabilities": {g: round(p, 4) for g, p in self.probabilities.items()},
             "segments": [s.to_dict() for s in self.segments],
             "duration": round(self.duration, 3),
+            "members": [{"name": name, "probabilities": {g: round(p, 4) for g, p in probs.items()}}
+                        for name, probs in self.members.items()],
         }
 
 
@@ -86,14 +92,19 @@ class Recognizer:
     as you like; nothing is set up again between calls.
     """
 
-    def __init__(self, bundle: ModelBundle, *, top: int = 3) -> None:
+    def __init__(self, bundle: ModelBundle | Ensemble, *, top: int = 3) -> None:
         self.bundle = bundle
-        try:
-            self.feature_set: FeatureSet = get_feature_set(bundle.feature_set)
-        except FeatureVersionError as exc:
-            if bundle.path is None:
-                raise
-            raise FeatureVersionError(f"{bundle.path}: {exc}") from None
+        members = bundle.members if isinstance(bundle, Ensemble) else [bundle]
+        sets = []
+        for member in members:
+            try:
+                sets.append(get_feature_set(member.feature_set))
+            except FeatureVersionError as exc:
+                if member.path is None:
+                    raise
+                raise FeatureVersionError(f"{member.path}: {exc}") from None
+        #: What the model hears: for an ensemble, its members' feature sets side by side.
+        self.feature_set: FeatureSet = combine(sets)
         self.top = top
 
     @classmethod
@@ -190,10 +201,18 @@ class Recognizer:
         windows.features().check(self.feature_set)
         if windows.silent.all():
             raise SilentAudioError(f"{name}: audio is silent; there is no genre to name")
-        proba = self.bundle.predict_proba(windows.values[~windows.silent])
-        return self._prediction(windows, proba, top=self.top if top is None else top)
+        values = windows.values[~windows.silent]
+        if isinstance(self.bundle, Ensemble):
+            parts = self.bundle.member_proba(values)
+            members = dict(zip(self.bundle.member_names, (p.mean(axis=0) for p in parts)))
+            proba = fuse(parts, rule=self.bundle.fusion)
+        else:
+            proba = self.bundle.predict_proba(values)
+            members = {self.bundle.feature_set["name"]: proba.mean(axis=0)}
+        return self._prediction(windows, proba, members=members, top=self.top if top is None else top)
 
-    def _prediction(self, windows: WindowFeatures, proba: np.ndarray, *, top: int) -> Prediction:
+    def _prediction(self, windows: WindowFeatures, proba: np.ndarray, *, members: dict[str, np.ndarray],
+                    top: int) -> Prediction:
         labels = self.labels
         mean = proba.mean(axis=0)
         order = np.argsort(-mean)
@@ -214,4 +233,5 @@ class Recognizer:
             probabilities={labels[i]: float(mean[i]) for i in range(len(labels))},
             segments=segments,
             duration=windows.duration,
+            members={name: {labels[i]: float(p[i]) for i in range(len(labels))} for name, p in members.items()},
         )

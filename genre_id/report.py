@@ -28,6 +28,8 @@ def summary_text(results: Sequence[EvaluationResult]) -> str:
     for r in results:
         lines.append(f"{r.protocol}: accuracy {r.accuracy:.3f} ± {r.accuracy_std:.3f} "
                      f"over {len(r.accuracies)} seed(s); calibration error (ECE) {r.ece:.3f}")
+        lines.append(f"  balanced accuracy {r.balanced_accuracy:.3f} (lenient {r.lenient_balanced_accuracy:.3f}); "
+                     f"mean confidence when wrong {r.mean_confidence_wrong:.3f}")
         worst = sorted(r.per_genre().items(), key=lambda kv: kv[1]["f1"])[:3]
         lines.append("  weakest genres (F1): " + ", ".join(f"{g} {m['f1']:.2f}" for g, m in worst))
         if r.importance:
@@ -42,9 +44,12 @@ def markdown(results: Sequence[EvaluationResult], *, title: str, command: str, n
     out = [f"# {title}", "", f"Command: `{command}`", ""]
     if notes:
         out += [notes, ""]
-    out += ["| protocol | accuracy (mean ± std) | seeds | ECE |", "| --- | --- | --- | --- |"]
+    out += ["| protocol | accuracy (mean ± std) | seeds | balanced (lenient) | confidence when wrong | ECE |",
+            "| --- | --- | --- | --- | --- | --- |"]
     for r in results:
-        out.append(f"| {r.protocol} | {r.accuracy:.3f} ± {r.accuracy_std:.3f} | {len(r.accuracies)} | {r.ece:.3f} |")
+        out.append(f"| {r.protocol} | {r.accuracy:.3f} ± {r.accuracy_std:.3f} | {len(r.accuracies)} | "
+                   f"{r.balanced_accuracy:.3f} ({r.lenient_balanced_accuracy:.3f}) | {r.mean_confidence_wrong:.3f} | "
+                   f"{r.ece:.3f} |")
     for r in results:
         out += ["", f"## {r.protocol}", "", "| genre | precision | recall | F1 | test windows |",
                 "| --- | --- | --- | --- | --- |"]

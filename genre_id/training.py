@@ -16,10 +16,11 @@ import numpy as np
 
 from .augment import Deltas, augment_rows
 from .dataset import Dataset
+from .features import FeatureSet
 from .errors import DatasetError
 from .model import MODEL_FORMAT, MODEL_FORMAT_VERSION, ModelBundle, network_from_layers
 
-__all__ = ["TrainConfig", "track_split", "fit", "library_versions"]
+__all__ = ["TrainConfig", "default_config", "track_split", "fit", "library_versions"]
 
 
 @dataclass(frozen=True)
@@ -41,38 +42,73 @@ class TrainConfig:
     seed: int = 0
 
 
+#: Per feature set, how its network differs from :class:`TrainConfig`'s defaults (measured on the dev set).
+_CONFIG_FOR = {
+    "musicnn-msd": {},
+}
+
+
+def default_config(feature_set: str | FeatureSet, **overrides) -> TrainConfig:
+    """The training settings for a network on ``feature_set``, with ``overrides``."""
+    name = feature_set if isinstance(feature_set, str) else feature_set.name
+    return TrainConfig(**{**_CONFIG_FOR.get(name, {}), **overrides})
+
+
 def track_split(
     y: np.ndarray, groups: np.ndarray, *, val_fraction: float, seed: int, block: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of a training and a validation part, stratified by genre, grouped by track.
+    """Indices of a training and a validation part, stratified by label, grouped by track.
 
-    With ``block`` > 0, tracks are held out in runs of ``block`` consecutive
-    tracks (in name order, within a genre) rather than one by one.  Collections
-    are usually ordered by artist or album, so such runs look like new artists
-    to the model, as the test data will: early stopping and calibration then
-    judge the model on unfamiliar music rather than on near-copies of its
-    training tracks.
+    Each label holds out about ``val_fraction`` of its own tracks, at least
+    one, and keeps at least one for training, so no label is lost however
+    few tracks it has; a label with fewer than two tracks is refused with a
+    :class:`DatasetError` that says so.
+
+    Tracks are held out in units: the artist where the folder says who it is
+    (tracks named ``label/artist/title``, i.e. in a sub-folder of the label's
+    folder), otherwise runs of ``block`` consecutive tracks (in name order)
+    when a label has at least ``2 * block / val_fraction`` tracks, and single
+    tracks otherwise.  Collections are usually ordered by artist or album, so
+    such units look like new artists to the model, as the test data will:
+    early stopping then judges the model on unfamiliar music rather than on
+    near-copies of its training tracks.
     """
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    n_splits = max(2, int(round(1.0 / val_fraction)))
-    units = groups
-    if block > 0:
-        names = sorted(set(groups.tolist()))
-        genre_of = dict(zip(groups.tolist(), y.tolist()))
-        rank: dict[str, int] = {}
-        seen: dict[str, int] = {}
-        for name in names:
-            g = genre_of[name]
-            rank[name] = seen.get(g, 0)
-            seen[g] = rank[name] + 1
-        units = np.asarray([f"{genre_of[t]}#{rank[t] // block}" for t in groups.tolist()])
-    n_units = len(set(units.tolist()))
-    if n_units < n_splits:
-        raise DatasetError(f"too few tracks ({len(set(groups.tolist()))}) to hold out {val_fraction:.0%} for validation")
-    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    train_idx, val_idx = next(splitter.split(np.zeros(len(y)), y, units))
-    return train_idx, val_idx
+    rng = np.random.default_rng(seed)
+    labels_of: dict[str, str] = dict(zip(groups.tolist(), y.tolist()))
+    by_label: dict[str, list[str]] = {}
+    for track in sorted(labels_of):
+        by_label.setdefault(labels_of[track], []).append(track)
+    short = {label: len(tracks) for label, tracks in by_label.items() if len(tracks) < 2}
+    if short:
+        listed = ", ".join(f"'{label}' has {n}" for label, n in sorted(short.items()))
+        raise DatasetError(f"too few tracks to train and validate on: {listed}; every label needs at least 2 tracks")
+    held: set[str] = set()
+    for label, tracks in sorted(by_label.items()):
+        n = len(tracks)
+        want = min(n - 1, max(1, int(round(n * val_fraction))))
+        artists = [t.split("/")[1] if t.count("/") >= 2 else None for t in tracks]
+        if all(artists) and len(set(artists)) >= 2:
+            unit_of = artists
+        elif block > 0 and n * val_fraction >= 2 * block:
+            unit_of = [i // block for i in range(n)]
+        else:
+            unit_of = list(range(n))
+        units: dict[object, list[str]] = {}
+        for track, unit in zip(tracks, unit_of):
+            units.setdefault(unit, []).append(track)
+        chosen: list[str] = []
+        for key in rng.permutation(len(units)):
+            members = list(units.values())[key]
+            if len(chosen) + len(members) > n - 1:
+                continue  # would leave the label nothing to train on
+            chosen += members
+            if len(chosen) >= want:
+                break
+        if not chosen:  # one unit holds (almost) every track: fall back to single tracks
+            chosen = [tracks[i] for i in rng.permutation(n)[:want]]
+        held.update(chosen)
+    in_val = np.fromiter((g in held for g in groups.tolist()), dtype=bool, count=len(groups))
+    return np.flatnonzero(~in_val), np.flatnonzero(in_val)
 
 
 def library_versions() -> dict[str, str]:

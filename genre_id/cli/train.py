@@ -10,7 +10,7 @@ from ..errors import GenreIdError
 from ..features import DEFAULT_FEATURE_SET
 from .common import EXIT_BAD_INPUT, EXIT_OK, command_line, fail, int_at_least, positive_int
 
-__all__ = ["add_parsers", "cmd_train", "cmd_evaluate"]
+__all__ = ["add_parsers", "cmd_train", "cmd_ensemble", "cmd_evaluate"]
 
 
 def _add_data_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,8 +39,22 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--model-version", default="1", help="version string stored in the model")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", help="train and test with an honest protocol; write a report")
+    m = sub.add_parser("ensemble", help="combine trained models (of different feature sets) into one")
+    m.add_argument("members", nargs="+", metavar="MODEL_DIR", help="model folders with the same labels and window")
+    m.add_argument("--out", required=True, metavar="DIR", help="ensemble folder to write, e.g. models/mine")
+    m.add_argument("--fusion", default="geometric-mean", choices=("mean", "geometric-mean"),
+                   help="how the members' probabilities are combined (default geometric-mean)")
+    m.add_argument("--name", help="model name (default: the folder's name)")
+    m.add_argument("--model-version", default="1", help="version string stored in the model")
+    m.set_defaults(func=cmd_ensemble)
+
+    e = sub.add_parser("evaluate", help="train and test with an honest protocol, or score a model; write a report")
     _add_data_arguments(e)
+    e.add_argument("--model", metavar="DIR", help="with --on: the model to score (default: the shipped one)")
+    e.add_argument("--on", metavar="DIR", help="score an existing model on the labelled clips of DIR "
+                                               "(one sub-folder per label, or --labels)")
+    e.add_argument("--labels", metavar="CSV", help="with --on: labels file (columns path, genre and optionally "
+                                                    "accept: other labels counted right, separated by |)")
     how = e.add_mutually_exclusive_group()
     how.add_argument("--split", nargs=2, metavar=("TRAIN_LIST[,MORE]", "TEST_LIST"),
                      help="train on the tracks of the first list(s), test on the second's")
@@ -82,9 +96,9 @@ def _deltas(args: argparse.Namespace):
 
 
 def _config(args: argparse.Namespace):
-    from ..training import TrainConfig
+    from ..training import default_config
 
-    return TrainConfig(seed=args.seed, patience=args.patience, max_epochs=args.max_epochs)
+    return default_config(args.feature_set, seed=args.seed, patience=args.patience, max_epochs=args.max_epochs)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -109,11 +123,64 @@ def cmd_train(args: argparse.Namespace) -> int:
     return EXIT_BAD_INPUT if data.failures else EXIT_OK
 
 
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    from ..model import load_bundle, save_ensemble
+
+    name = args.name or Path(args.out).name
+    path = save_ensemble(args.members, args.out, fusion=args.fusion,
+                         metadata={"name": name, "version": args.model_version,
+                                   "training": {"command": command_line(args.argv)}})
+    model = load_bundle(path)
+    print(f"saved {path}: an ensemble of {', '.join(model.member_names)} ({model.fusion}), "
+          f"{len(model.labels)} genres")
+    return EXIT_OK
+
+
+def _score_model(args: argparse.Namespace) -> int:
+    """``evaluate --on DIR``: how an existing model does on labelled clips."""
+    from ..dataset import read_labels
+    from ..evaluation import score_predictions
+    from ..parallel import FileFailure
+    from ..recognizer import Recognizer
+    from ..report import summary_text, write_report
+
+    rec = Recognizer.load(args.model)
+    clips = read_labels(args.on, args.labels)
+    rows, kept, failed = [], [], 0
+    for clip, (_, pred) in zip(clips, rec.identify_files([c.path for c in clips], workers=args.workers)):
+        if isinstance(pred, FileFailure):
+            fail(pred.message)
+            failed += 1
+            continue
+        rows.append([pred.probabilities[g] for g in rec.labels])
+        kept.append(clip)
+    if not kept:
+        raise GenreIdError(f"{args.on}: no clip could be identified")
+    name = Path(args.on).name or str(args.on)
+    result = score_predictions(rec.labels, rows, [c.genre for c in kept], accept=[c.accept for c in kept],
+                               protocol=f"model on {name}",
+                               details={"model": rec.model_info, "clips": len(kept), "failed": failed})
+    command = command_line(args.argv)
+    if args.json:
+        print(json.dumps({"command": command, **result.to_dict()}))
+    else:
+        print(summary_text([result]))
+    if args.out:
+        paths = write_report([result], args.out, title=f"genre-id model scored on {name}", command=command)
+        if not args.json:
+            print("wrote " + ", ".join(str(p) for p in paths))
+    return EXIT_BAD_INPUT if failed else EXIT_OK
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..dataset import read_split_list
     from ..evaluation import evaluate_folds, evaluate_split
     from ..report import summary_text, write_report
 
+    if args.on:
+        return _score_model(args)
+    if args.model or args.labels:
+        raise GenreIdError("--model and --labels go with --on DIR")
     data = _load_data(args)
     seeds = list(range(args.seed, args.seed + args.seeds))
     config = _config(args)
