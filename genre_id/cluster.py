@@ -24,7 +24,9 @@ The rules a cluster adds:
 * A worker that dies (killed, out of memory, a decoder crash) is replaced by
   its nanny and its task rescheduled by Dask; a file whose task kills workers
   ``distributed.scheduler.allowed-failures`` + 1 times (Dask's
-  ``KilledWorker``) becomes that file's :class:`~genre_id.parallel.FileFailure`.
+  ``KilledWorker``) gets a second task of its own (a task merely waiting on
+  a worker that another file killed is counted too), and when that kills
+  workers as often, the file becomes its :class:`~genre_id.parallel.FileFailure`.
 * Each task limits BLAS/OpenMP to one thread; start workers with
   ``--nthreads 1`` and as many ``--nworkers`` as the machine has cores.
 * Feature caches follow the same content-keyed rules on the workers.  A
@@ -91,6 +93,11 @@ def _run_task(fn: Callable[[Any], Any], item: Any, name: str) -> Any:
     return call_isolated(_with_worker_cache(fn), item, name=name)
 
 
+def _allowed_failures(dask_scheduler: Any) -> int:
+    """The scheduler's ``distributed.scheduler.allowed-failures`` (runs on the scheduler)."""
+    return int(dask_scheduler.allowed_failures)
+
+
 def _unseen(paths: Sequence[str]) -> list[str]:
     """Of ``paths``, those this worker cannot see (runs on every worker through ``Client.run``)."""
     return [p for p in paths if not os.path.exists(p)]
@@ -100,11 +107,9 @@ def _unseen(paths: Sequence[str]) -> list[str]:
 
 
 def _for_workers(item: Any) -> Any:
-    """``item`` as the workers get it: a relative path made absolute (same type), anything else as is."""
-    if isinstance(item, PurePath):
-        return item if item.is_absolute() else type(item)(os.path.abspath(item))
-    if isinstance(item, (str, bytes)):
-        return os.path.abspath(item)
+    """``item`` as the workers get it: a relative path to a file here made absolute (same type), else as is."""
+    if isinstance(item, (str, bytes, PurePath)) and not os.path.isabs(item) and os.path.exists(item):
+        return type(item)(os.path.abspath(item))
     return item
 
 
@@ -185,32 +190,43 @@ class DaskExecutor(Executor):
                 room = limit - len(pending)
                 while submitted < len(items) and room > 0:
                     i = submitted
-                    pending.append((i, self.client.submit(_run_task, fn, sent[i], names[i], pure=False, retries=0)))
+                    pending.append((i, self._submit(fn, sent[i], names[i])))
                     submitted += 1
                     room -= 1
                 i, future = pending.popleft()
-                result = self._result(future, names[i], sent[i])
-                future.release()
-                yield result
+                yield self._result(future, names[i], sent[i], fn)
         finally:  # an interrupt, an error, or the reader went away: cancel what has not been read
             if pending:
                 self.client.cancel([f for _, f in pending])
 
-    def _result(self, future: Any, name: str, sent: Any) -> Any:
+    def _submit(self, fn: Callable[[Any], Any], item: Any, name: str) -> Any:
+        return self.client.submit(_run_task, fn, item, name, pure=False, retries=0)
+
+    def _result(self, future: Any, name: str, sent: Any, fn: Callable[[Any], Any]) -> Any:
         from distributed import KilledWorker
 
         try:
-            result = future.result()
+            try:
+                result = future.result()
+            except KilledWorker:
+                # A task waiting on a worker that another file killed counts that death too: give the
+                # file a second task of its own before blaming it.
+                future.release()
+                future = self._submit(fn, sent, name)
+                result = future.result()
         except KilledWorker:
-            import dask
-
-            tries = int(dask.config.get("distributed.scheduler.allowed-failures")) + 1
-            return FileFailure(name, f"{name}: the worker processing this file died {tries} times "
+            try:
+                times = f" {2 * (int(self.client.run_on_scheduler(_allowed_failures)) + 1)} times"
+            except Exception:  # pragma: no cover - the scheduler went away meanwhile
+                times = " again and again"
+            return FileFailure(name, f"{name}: the workers processing this file died{times} "
                                      "(a crash in the decoder, or out of memory)")
         except Exception as exc:
             if self.client.status not in ("running", "connecting"):
                 raise ClusterError(f"{self.address}: lost the connection to the Dask scheduler") from None
             return FileFailure(name, f"{name}: internal error ({type(exc).__name__}: {exc})", internal=True)
+        finally:
+            future.release()
         if isinstance(result, FileFailure):  # name the file as the caller did, not as the workers got it
             absolute = _name(sent)
             if absolute != name and result.message.startswith(absolute):
