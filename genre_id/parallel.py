@@ -21,19 +21,27 @@ or a :func:`functools.partial` of one) when more than one worker is used.
 Where the work runs is an :class:`Executor`: :class:`LocalExecutor` (a pool of
 processes on this machine, or this process for one worker) is the default;
 another executor (a cluster) can stand behind the same call, passed as
-``executor=``, without changing its callers.
+``executor=`` or set for a block of code with :func:`use_executor`, without
+changing its callers:
+
+>>> from genre_id.cluster import connect
+>>> with connect("tcp://host:8786") as cluster, use_executor(cluster):  # doctest: +SKIP
+...     data = load_folder("music/")  # its per-file work runs on the Dask cluster
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .errors import GenreIdError
 
-__all__ = ["FileFailure", "Executor", "LocalExecutor", "map_files", "call_isolated", "default_workers"]
+__all__ = ["FileFailure", "Executor", "LocalExecutor", "map_files", "call_isolated", "default_workers",
+           "use_executor", "current_executor"]
 
 R = TypeVar("R")
 
@@ -165,6 +173,24 @@ class LocalExecutor(Executor):
         return [i for i in indices if i >= out and i not in done], out
 
 
+_EXECUTOR: ContextVar[Executor | None] = ContextVar("genre_id_executor", default=None)
+
+
+@contextmanager
+def use_executor(executor: Executor | None) -> Iterator[Executor | None]:
+    """Within the block, :func:`map_files` calls without ``executor=`` run on ``executor`` (None: locally)."""
+    token = _EXECUTOR.set(executor)
+    try:
+        yield executor
+    finally:
+        _EXECUTOR.reset(token)
+
+
+def current_executor() -> Executor | None:
+    """The executor set by the innermost :func:`use_executor` block, or None (local processes)."""
+    return _EXECUTOR.get()
+
+
 def map_files(
     fn: Callable[[Any], R],
     items: Iterable[Any],
@@ -176,10 +202,13 @@ def map_files(
     """``fn(item)`` for every item, in order, streaming; a failing item becomes a :class:`FileFailure`.
 
     ``workers`` processes (default: one per core, never more than items; one
-    runs in this process) unless an ``executor`` is given.  ``progress`` is
+    runs in this process) unless an ``executor`` is given or set by
+    :func:`use_executor` (``workers`` is then not used).  ``progress`` is
     the description of a progress bar on stderr (none when ``None``).
     """
     items = list(items)
+    if executor is None:
+        executor = current_executor()
     if executor is None:
         executor = LocalExecutor(default_workers(workers, len(items)))
     bar = progress_bar(len(items), description=progress) if progress is not None else None

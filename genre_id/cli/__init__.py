@@ -17,7 +17,7 @@ import sys
 from typing import Sequence
 
 from ..errors import GenreIdError
-from .common import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, fail
+from .common import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, executor_for, fail
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_INTERNAL", "EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "fail"]
 
@@ -44,7 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = argv
     try:
-        return int(args.func(args))
+        with executor_for(args) as args.executor:
+            return int(args.func(args))
     except GenreIdError as exc:
         fail(str(exc))
         return EXIT_BAD_INPUT

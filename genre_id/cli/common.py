@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 __all__ = ["EXIT_OK", "EXIT_INTERNAL", "EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "fail", "int_at_least",
-           "positive_int", "command_line"]
+           "positive_int", "command_line", "add_scheduler_argument", "SCHEDULER_VARIABLE", "executor_for"]
 
 #: Exit codes of every command.
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
@@ -37,6 +39,38 @@ def int_at_least(minimum: int):
 
 
 positive_int = int_at_least(1)
+
+
+#: Environment variable giving the default of ``--scheduler``.
+SCHEDULER_VARIABLE = "GENRE_ID_SCHEDULER"
+
+
+def add_scheduler_argument(p: argparse.ArgumentParser) -> None:
+    """``--scheduler ADDRESS``: run the command's per-file work on a Dask distributed cluster."""
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run the per-file work on the Dask distributed scheduler at ADDRESS, e.g. tcp://host:8786 "
+                        f"(default: ${SCHEDULER_VARIABLE}, else processes on this machine; --workers is then unused)")
+
+
+@contextmanager
+def executor_for(args: argparse.Namespace) -> Iterator[object]:
+    """The executor the command's per-file work runs on: a Dask cluster with ``--scheduler``, else None (local).
+
+    Within the block it is also :mod:`genre_id.parallel`'s current executor.
+    Dask is imported only when a scheduler is named.
+    """
+    if not hasattr(args, "scheduler"):
+        yield None
+        return
+    address = args.scheduler or os.environ.get(SCHEDULER_VARIABLE) or None
+    if address is None:
+        yield None
+        return
+    from ..cluster import connect
+    from ..parallel import use_executor
+
+    with connect(address) as executor, use_executor(executor):
+        yield executor
 
 
 def command_line(argv: Sequence[str]) -> str:

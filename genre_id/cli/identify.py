@@ -7,7 +7,7 @@ import json
 from contextlib import ExitStack
 
 from ..errors import GenreIdError
-from .common import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, fail, positive_int
+from .common import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, add_scheduler_argument, fail, positive_int
 
 __all__ = ["add_parser", "format_prediction", "cmd_identify"]
 
@@ -25,6 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=positive_int, default=None, metavar="N",
                    help="processes extracting features of many files (default: one per core; "
                         "a single file is analysed in this process)")
+    add_scheduler_argument(p)
     p.set_defaults(func=cmd_identify)
 
 
@@ -79,7 +80,8 @@ def _identify_files(args: argparse.Namespace, index) -> int:
 
         db_error = FingerprintDBError
     bad = internal = False
-    for path, pred in rec.identify_files(args.files, workers=args.workers):
+    for path, pred in rec.identify_files(args.files, workers=args.workers,
+                                          executor=getattr(args, "executor", None)):
         if isinstance(pred, FileFailure):  # already one line naming the file
             fail(pred.message)
             internal |= pred.internal

@@ -20,7 +20,7 @@ from typing import Any
 from ..errors import AudioError, GenreIdError
 from ..fingerprint.index import DEFAULT_DB_PATH, FileResult, FingerprintIndex
 from ..fingerprint.store import Recording
-from .common import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK
+from .common import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, add_scheduler_argument
 from .common import fail as _error
 
 __all__ = [
@@ -65,6 +65,7 @@ def add_parser(subparsers: Any) -> None:
     add.add_argument("paths", nargs="+", type=Path, metavar="MUSIC_DIR", help="folder (searched recursively) or file")
     add_db_argument(add)
     add.add_argument("-v", "--verbose", action="store_true", help="print a line for every file")
+    add_scheduler_argument(add)
     add.set_defaults(func=cmd_index_add)
 
     lst = commands.add_parser("list", help="list the recordings in the database")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import GenreIdError
 from ..features import DEFAULT_FEATURE_SET
-from .common import EXIT_BAD_INPUT, EXIT_OK, command_line, fail, int_at_least, positive_int
+from .common import EXIT_BAD_INPUT, EXIT_OK, add_scheduler_argument, command_line, fail, int_at_least, positive_int
 
 __all__ = ["add_parsers", "cmd_train", "cmd_ensemble", "cmd_evaluate"]
 
@@ -20,6 +20,7 @@ def _add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window-seconds", type=float, default=30.0, help="analysis window, seconds (default 30)")
     p.add_argument("--workers", type=positive_int, default=None, metavar="N",
                    help="extraction processes (default: all cores)")
+    add_scheduler_argument(p)
     p.add_argument("--cache-dir", default="data/cache", help="feature cache folder (default data/cache)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
