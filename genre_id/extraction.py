@@ -2,9 +2,12 @@
 
 Audio is cut into windows as long as the model's training clips
 (:func:`genre_id.audio.window_spans`); each window gets one feature vector.
-Windows whose level (RMS around their mean, so a constant DC offset counts as
-silence) is below :data:`SILENCE_RMS` are marked silent and get no features:
-there is no genre to name in silence.
+A window is judged only when it holds at least :data:`MIN_ACTIVE_SECONDS` of
+active audio: 50 ms frames whose RMS level around the window's mean (so a
+constant DC offset counts as silence) reaches :data:`SILENCE_RMS`.  Other
+windows (silence, near-silence, a lone click, a fraction of a second of
+music in a silent window) are marked silent and get no features: there is
+no genre to name in them, and they never pull a file's answer.
 
 :func:`extract_files` runs over many files on all cores, with a progress bar
 and an optional on-disk cache; a file that cannot be read is reported in the
@@ -31,6 +34,8 @@ from .parallel import FileFailure, map_files
 
 __all__ = [
     "SILENCE_RMS",
+    "MIN_ACTIVE_SECONDS",
+    "active_seconds",
     "WindowFeatures",
     "FileFailure",
     "extract_windows",
@@ -39,8 +44,29 @@ __all__ = [
     "extract_files",
 ]
 
-#: Windows whose RMS level around their mean is below this (about -80 dBFS) are silent.
+#: Frames whose RMS level around the window's mean is below this (about -80 dBFS) are silent.
 SILENCE_RMS = 1e-4
+#: A window with less active audio than this (seconds; the whole window when it is shorter) is silent.
+MIN_ACTIVE_SECONDS = 2.0
+_FRAME_SECONDS = 0.05
+
+
+def active_seconds(samples: np.ndarray, *, sr: int) -> float:
+    """Seconds of ``samples`` (mono, at ``sr`` Hz) in 50 ms frames whose RMS around the mean reaches :data:`SILENCE_RMS`.
+
+    NaN when the samples are not finite (that is not silence: the features then say what is wrong).
+    """
+    frame = max(1, int(round(_FRAME_SECONDS * sr)))
+    n = len(samples) // frame
+    if n == 0:
+        return 0.0
+    with np.errstate(all="ignore"):
+        x = samples[: n * frame].astype(np.float64).reshape(n, frame)
+        x -= x.mean()
+        rms = np.sqrt(np.mean(x * x, axis=1))
+    if not np.isfinite(rms).all():
+        return float("nan")
+    return float(np.count_nonzero(rms >= SILENCE_RMS)) * frame / sr
 
 
 @dataclass(frozen=True)
@@ -114,9 +140,8 @@ def extract_windows(
     for start, samples in windows:
         starts.append(start)
         ends.append(start + len(samples) / sr)
-        with np.errstate(all="ignore"):
-            level = float(np.std(samples, dtype=np.float64)) if len(samples) else 0.0
-        quiet = level < SILENCE_RMS  # NaN is not silence: the features then say what is wrong
+        active = active_seconds(samples, sr=sr)
+        quiet = active < min(MIN_ACTIVE_SECONDS, 0.9 * len(samples) / sr)  # NaN is not silence
         silent.append(quiet)
         rows.append(np.zeros(feature_set.n_features) if quiet else _window_features(samples, feature_set, name))
     return WindowFeatures(
@@ -169,7 +194,7 @@ def extract_samples(
 
 
 def _namespace(fs: FeatureSet, window_seconds: float, min_seconds: float) -> str:
-    return f"{fs.name}-v{fs.version}-w{window_seconds:g}-m{min_seconds:g}"
+    return f"{fs.name}-v{fs.version}-w{window_seconds:g}-m{min_seconds:g}-a{MIN_ACTIVE_SECONDS:g}"
 
 
 def extract_file(

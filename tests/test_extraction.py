@@ -1,0 +1,56 @@
+"""Windowing and the silence rule: only windows with enough active audio are judged."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from genre_id.errors import SilentAudioError
+from genre_id.extraction import MIN_ACTIVE_SECONDS, SILENCE_RMS, active_seconds, extract_samples
+
+SR = 22050
+
+
+def _real(mini_dir, name: str) -> np.ndarray:
+    y, sr = sf.read(mini_dir / name.split(".")[0] / f"{name}.flac", dtype="float32")
+    assert sr == SR
+    return y
+
+
+def test_active_seconds_counts_frames_above_the_floor_around_the_mean():
+    y = np.full(10 * SR, 0.3, dtype=np.float32)  # a DC offset is not sound
+    assert active_seconds(y, sr=SR) == 0.0
+    y[: 3 * SR] += 0.01 * np.sin(np.arange(3 * SR) * 0.1).astype(np.float32)
+    assert active_seconds(y, sr=SR) == pytest.approx(3.0, abs=0.06)
+    quiet = (0.5 * SILENCE_RMS * np.sin(np.arange(10 * SR) * 0.1)).astype(np.float32)
+    assert active_seconds(quiet, sr=SR) == 0.0
+    assert np.isnan(active_seconds(np.full(SR, np.nan, dtype=np.float32), sr=SR))
+
+
+def test_a_click_in_silence_is_silence(default_recognizer):
+    y = np.zeros(30 * SR, dtype=np.float32)
+    y[12345] = 1.0
+    with pytest.raises(SilentAudioError, match="silent"):
+        default_recognizer.identify(y, sample_rate=SR)
+
+
+def test_a_sliver_of_music_in_a_silent_window_does_not_pull_the_answer(default_recognizer, mini_dir):
+    classical, metal = _real(mini_dir, "classical.00000"), _real(mini_dir, "metal.00000")
+    y = np.zeros(60 * SR, dtype=np.float32)
+    y[: SR // 100] = classical[: SR // 100]  # 0.01 s of music, then 29.99 s of silence
+    y[30 * SR:] = metal[: 30 * SR]
+    p = default_recognizer.identify(y, sample_rate=SR)
+    assert [s.genre for s in p.segments] == [None, "metal"]
+    alone = default_recognizer.identify(metal[: 30 * SR], sample_rate=SR)
+    assert p.probabilities == pytest.approx(alone.probabilities, abs=1e-6)
+
+
+def test_a_window_needs_two_seconds_of_active_audio(mini_dir):
+    music = _real(mini_dir, "jazz.00001")
+    y = np.zeros(30 * SR, dtype=np.float32)
+    short = int((MIN_ACTIVE_SECONDS - 0.5) * SR)
+    y[:short] = music[:short]
+    assert extract_samples(y, sample_rate=SR).silent.tolist() == [True]
+    y[: int((MIN_ACTIVE_SECONDS + 0.5) * SR)] = music[: int((MIN_ACTIVE_SECONDS + 0.5) * SR)]
+    assert extract_samples(y, sample_rate=SR).silent.tolist() == [False]
