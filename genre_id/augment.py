@@ -98,7 +98,15 @@ def perturbed_features(
     """For each clip, its features unchanged (``"original"``) and under each perturbation (all cores, cached).
 
     A clip that cannot be used gives one line naming it and the problem instead.
+    A combined feature set (:func:`genre_id.features.combine`) is measured
+    part by part, so each part's cache serves it too.
     """
+    parts = get_feature_set(feature_set).members
+    if parts:
+        measured = [perturbed_features(paths, feature_set=part.name, perturbations=perturbations,
+                                       cache_dir=cache_dir, workers=workers) for part in parts]
+        return [next((m for m in clip if isinstance(m, str)), None)
+                or {k: np.concatenate([m[k] for m in clip]) for k in clip[0]} for clip in zip(*measured)]
     measure = partial(_clip_features, feature_set=feature_set, names=list(perturbations),
                       cache_dir=None if cache_dir is None else str(Path(cache_dir)))
     results = map_files(measure, [str(p) for p in paths], workers=workers)

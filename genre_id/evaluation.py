@@ -24,7 +24,7 @@ import numpy as np
 from .augment import Deltas, perturbed_features
 from .dataset import Dataset
 from .errors import DatasetError
-from .training import TrainConfig, fit
+from .training import TrainConfig, default_config, fit
 
 __all__ = [
     "EvaluationResult",
@@ -182,7 +182,7 @@ def _run(
     data: Dataset,
     splits: Sequence[tuple[np.ndarray, np.ndarray]],
     *,
-    config: TrainConfig,
+    config: TrainConfig | None,
     seed: int,
     importance: bool,
     deltas: Deltas | None,
@@ -190,6 +190,7 @@ def _run(
     """Train on each split's first part, predict its second; return pooled (y, proba, importance)."""
     labels = data.labels
     y_all = data.encoded(labels)
+    config = default_config(data.feature_set) if config is None else config
     ys, probas, imps = [], [], []
     for train_idx, test_idx in splits:
         train = data.subset(train_idx)
@@ -224,7 +225,7 @@ def evaluate_split(
     train_tracks: Sequence[str],
     test_tracks: Sequence[str],
     *,
-    config: TrainConfig = TrainConfig(),
+    config: TrainConfig | None = None,
     seeds: Sequence[int] = (0,),
     importance: bool = True,
     protocol: str = "split",
@@ -256,7 +257,7 @@ def evaluate_folds(
     data: Dataset,
     *,
     folds: int = 10,
-    config: TrainConfig = TrainConfig(),
+    config: TrainConfig | None = None,
     seeds: Sequence[int] = (0,),
     importance: bool = True,
     deltas: Deltas | None = None,

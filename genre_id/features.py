@@ -375,18 +375,31 @@ def _gtzan_recipe(name: str, columns: Sequence[str], **kwargs) -> FeatureSet:
                       groups=_groups(list(columns)), **kwargs)
 
 
+#: The level (RMS) every window is brought to before MSD_musicnn hears it: -20 dBFS.
+MUSICNN_RMS = 0.1
+
+
 def _musicnn_msd(samples: np.ndarray, sr: int) -> np.ndarray:
-    """The ``musicnn-msd`` vector of one window: MSD_musicnn's penultimate layer, averaged over its 3 s patches."""
+    """The ``musicnn-msd`` vector of one window: MSD_musicnn's penultimate layer, averaged over its 3 s patches.
+
+    The window is first scaled to an RMS of :data:`MUSICNN_RMS`: the network
+    is very sensitive to playback level (a 12 dB change flipped a third of
+    its answers), which says nothing about the genre.
+    """
     from . import musicnn  # its weights are read on first use only
 
-    return musicnn.analyze(samples, sr=sr).penultimate.mean(axis=0, dtype=np.float64)
+    y = np.asarray(samples, dtype=np.float32)
+    rms = float(np.sqrt(np.mean(np.square(y, dtype=np.float64)))) if y.size else 0.0
+    if rms > 0:
+        y = y * np.float32(MUSICNN_RMS / rms)
+    return musicnn.analyze(y, sr=sr).penultimate.mean(axis=0, dtype=np.float64)
 
 
 def _musicnn_recipe() -> FeatureSet:
     """``musicnn-msd`` v1: what a network pretrained on the Million Song Dataset hears.
 
     The audio (at 22050 Hz, like the other sets, so a file is decoded once for
-    an ensemble) is resampled to 16 kHz, cut into 3 s patches of log-mel
+    an ensemble) is brought to -20 dBFS RMS, resampled to 16 kHz, cut into 3 s patches of log-mel
     frames (n_fft 512, hop 256, 96 bands) and passed through MSD_musicnn
     (:mod:`genre_id.musicnn`); the window's vector is the mean over patches
     of the 200-unit penultimate layer.

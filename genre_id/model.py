@@ -52,6 +52,7 @@ __all__ = [
     "load_bundle",
     "save_bundle",
     "save_ensemble",
+    "record_evaluation",
 ]
 
 MODEL_FORMAT = "genre-id-model"
@@ -641,6 +642,21 @@ def save_ensemble(members: Sequence[str | os.PathLike[str]], path: str | os.Path
         load_bundle(tmp)  # the whole ensemble must load before it replaces anything
 
     return _write_model_folder(path, write)
+
+
+def record_evaluation(path: str | os.PathLike[str], evaluation: Mapping) -> Path:
+    """Store ``evaluation`` (figures measured on the model) in the model folder's ``model.json``, atomically."""
+    folder = Path(path)
+    meta = _read_json(folder / _META_FILE)
+    load_bundle(folder)  # only a sound model gets figures
+
+    def write(tmp: Path) -> None:
+        for child in folder.iterdir():
+            if child.name != _META_FILE:
+                (shutil.copytree if child.is_dir() else shutil.copy2)(child, tmp / child.name)
+        _write_json(tmp / _META_FILE, {**meta, "evaluation": dict(evaluation)})
+
+    return _write_model_folder(folder, write)
 
 
 def _write_json(path: Path, data: Mapping) -> None:

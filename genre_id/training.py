@@ -129,7 +129,7 @@ def _accuracy(bundle_proba: np.ndarray, y: np.ndarray) -> float:
 def fit(
     data: Dataset,
     *,
-    config: TrainConfig = TrainConfig(),
+    config: TrainConfig | None = None,
     name: str = "model",
     version: str = "1",
     window_seconds: float = 30.0,
@@ -147,10 +147,12 @@ def fit(
     validation accuracy is on those held-out tracks.  With ``deltas``
     (:func:`genre_id.augment.perturbation_deltas`), the training rows (never
     the validation rows) are augmented with ``config.augment_copies`` shifted
-    copies.
+    copies.  ``config`` defaults to :func:`default_config` of the data's
+    feature set.
     """
     from .keras_backend import build_network, export_layers, fit_network
 
+    config = default_config(data.feature_set) if config is None else config
     labels = data.labels
     if len(labels) < 2:
         raise DatasetError(f"{data.source}: needs at least two genres, found {len(labels)}")
