@@ -105,7 +105,7 @@ def test_train_from_the_table_rebuilds_an_equivalent_default_model(tmp_path, tab
               cwd=ROOT)
     assert res.returncode == 0, res.stderr
     meta = json.loads((out_dir / "model.json").read_text())
-    shipped = json.loads((ROOT / "models" / "default" / "model.json").read_text())
+    shipped = json.loads((ROOT / "genre_id" / "models" / "default" / "model.json").read_text())
     assert meta["labels"] == shipped["labels"] and meta["feature_set"] == shipped["feature_set"]
     assert meta["training"]["data"]["tracks"] == 1000
     assert abs(meta["metrics"]["validation_accuracy"] - shipped["metrics"]["validation_accuracy"]) < 0.1

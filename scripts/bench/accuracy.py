@@ -12,7 +12,7 @@
    never saw the judged clips (the headline rows), and for the shipped model.
 
 The recipe is the library's default (feature set and TrainConfig), the same
-that made models/default.  Reports (Markdown, JSON, confusion matrices) go
+that made genre_id/models/default.  Reports (Markdown, JSON, confusion matrices) go
 to --out.  Nothing is tuned here; the test list is only ever tested on.
 """
 
