@@ -83,9 +83,8 @@ def _cache_files(root: Path):
                 m = _ENTRY.fullmatch(entry.name) or _LEFTOVER.fullmatch(entry.name)
                 if m is None or not m.group("digest").startswith(shard.name):
                     continue
-                st = entry.lstat()
                 if entry.is_file() and not entry.is_symlink():
-                    yield entry, st.st_size
+                    yield entry, entry.lstat().st_size
 
 
 def cache_usage(root: str | os.PathLike[str] | None = None) -> CacheUsage:
@@ -103,19 +102,17 @@ def clear_cache(root: str | os.PathLike[str] | None = None) -> CacheUsage:
     itself); anything else in ``root`` stays.
     """
     folder = Path(root) if root is not None else default_cache_dir()
-    removed = CacheUsage(folder, 0, 0)
+    entries = size = 0
     shards: set[Path] = set()
-    for path, size in list(_cache_files(folder)):
+    for path, n_bytes in list(_cache_files(folder)):
         path.unlink(missing_ok=True)
         shards.add(path.parent)
-        if not path.name.startswith("."):
-            removed = CacheUsage(folder, removed.entries + 1, removed.bytes + size)
-        else:
-            removed = CacheUsage(folder, removed.entries, removed.bytes + size)
+        entries += not path.name.startswith(".")  # a leftover of a killed write is not an entry
+        size += n_bytes
     for shard in sorted(shards):
         for empty in (shard, shard.parent):
             try:
                 empty.rmdir()  # only when empty
             except OSError:
                 pass
-    return removed
+    return CacheUsage(folder, entries, size)
