@@ -176,8 +176,9 @@ def saving(path: str | os.PathLike[str]) -> Iterator[None]:
 
 # -- inputs --------------------------------------------------------------------------------------------
 
-def expand_inputs(paths: Sequence[str]) -> tuple[list[str], int]:
-    """The files to analyse for ``paths`` (``-`` for stdin kept as is), and how many non-audio files were skipped.
+def expand_inputs(paths: Sequence[str]) -> tuple[list[str], int, list[str]]:
+    """The files to analyse for ``paths`` (``-`` for stdin kept as is), how many non-audio files were skipped,
+    and the folders among ``paths`` that hold no audio file.
 
     A folder is searched recursively, in sorted order, for files with an
     audio extension (:data:`genre_id.audio.SUPPORTED_EXTENSIONS`); hidden
@@ -189,10 +190,12 @@ def expand_inputs(paths: Sequence[str]) -> tuple[list[str], int]:
 
     files: list[str] = []
     skipped = 0
+    empty: list[str] = []
     for p in paths:
         if p == "-" or not os.path.isdir(p):
             files.append(p)
             continue
+        found = len(files)
         for folder, subdirs, names in os.walk(p):
             subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
             for name in sorted(names):
@@ -202,4 +205,6 @@ def expand_inputs(paths: Sequence[str]) -> tuple[list[str], int]:
                     files.append(os.path.join(folder, name))
                 else:
                     skipped += 1
-    return files, skipped
+        if len(files) == found:
+            empty.append(p)
+    return files, skipped, empty

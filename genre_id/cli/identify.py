@@ -26,8 +26,8 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
     )
     p.add_argument("files", nargs="+", metavar="FILE",
                    help="audio files, folders (searched recursively for audio files) or - for standard input")
-    p.add_argument("--top", type=int, default=3, metavar="K",
-                   help="how many genres to list, 1 to the model's number of genres (default 3)")
+    p.add_argument("--top", type=int, default=None, metavar="K",
+                   help="how many genres to list, 1 to the model's number of genres (default 3, or all if fewer)")
     p.add_argument("--format", choices=("text", "json", "csv"), default="text",
                    help="text (default); json: one JSON object per file; csv: a header, then one row per file")
     p.add_argument("--json", dest="format", action="store_const", const="json", default=argparse.SUPPRESS,
@@ -92,8 +92,6 @@ def _csv_line(name: str, pred, labels: list[str], match, *, with_match: bool) ->
 
 def _check_request(args: argparse.Namespace, files: list[str]) -> str | None:
     """What is wrong with the request before any work (one line), or None."""
-    if not files:
-        return f"{' '.join(args.files)}: no audio files found"
     if files.count("-") > 1:
         return "- (standard input) can be read only once"
     if args.plot and len(files) != 1:
@@ -102,12 +100,16 @@ def _check_request(args: argparse.Namespace, files: list[str]) -> str | None:
 
 
 def cmd_identify(args: argparse.Namespace) -> int:
-    files, skipped = expand_inputs(args.files)
+    files, skipped, empty = expand_inputs(args.files)
     if skipped and not args.quiet:
         print(f"skipped {skipped} non-audio file{'s' if skipped != 1 else ''}", file=sys.stderr, flush=True)
+    for folder in empty:  # in the place of its files: one line, and the others are still analysed
+        fail(f"{folder}: is a directory with no audio files")
     problem = _check_request(args, files)
     if problem:
         fail(problem)
+        return EXIT_BAD_INPUT
+    if not files:
         return EXIT_BAD_INPUT
     # The database is opened once, before any file is analysed: a missing or
     # unusable one is one line naming it, and no work is started (or lost).
@@ -121,7 +123,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
             except GenreIdError as exc:  # already "DB_PATH: problem"
                 fail(str(exc))
                 return EXIT_BAD_INPUT
-        return _identify_files(args, files, index, stack)
+        return _identify_files(args, files, index, stack, empty)
 
 
 def _results(rec, files: list[str], stdin, workers: int | None) -> Iterator[tuple[str, object, object]]:
@@ -138,17 +140,19 @@ def _results(rec, files: list[str], stdin, workers: int | None) -> Iterator[tupl
             yield name, name, pred
 
 
-def _identify_files(args: argparse.Namespace, files: list[str], index, stack: ExitStack) -> int:
+def _identify_files(args: argparse.Namespace, files: list[str], index, stack: ExitStack, empty: list[str]) -> int:
     """Identify ``files``; with a fingerprint ``index`` (open), also name each recording."""
     from ..parallel import FileFailure
     from ..recognizer import Recognizer
 
     try:
-        rec = Recognizer.load(args.model, backend=args.backend, top=args.top)
+        rec = Recognizer.load(args.model, backend=args.backend, top=args.top or 3)
     except GenreIdError as exc:
         fail(str(exc))
         return EXIT_BAD_INPUT
-    if not 1 <= args.top <= len(rec.labels):
+    if args.top is None:
+        rec.top = min(3, len(rec.labels))
+    elif not 1 <= args.top <= len(rec.labels):
         fail(f"--top must be from 1 to {len(rec.labels)} (the model's genres), not {args.top}")
         return EXIT_BAD_INPUT
     if args.verbose:
@@ -229,6 +233,7 @@ def _identify_files(args: argparse.Namespace, files: list[str], index, stack: Ex
             plot_timeline(pred, args.plot, title=name)
     if args.out and answered:
         write_output(args.out, "".join(line + "\n" for line in collected).encode("utf-8", "surrogateescape"))
+    bad |= bool(empty)
     return EXIT_INTERNAL if internal else EXIT_BAD_INPUT if bad else EXIT_OK
 
 
