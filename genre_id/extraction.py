@@ -215,7 +215,7 @@ def extract_file(
     if cache_dir is not None:
         cache = FeatureCache(cache_dir, namespace=_namespace(fs, window_seconds, min_seconds))
         try:
-            if os.path.isfile(path):  # not a pipe, which reading would block on
+            if isinstance(path, (str, os.PathLike)) and os.path.isfile(path):  # a real file, not a pipe or a stream
                 stamp = _stamp(path)
                 digest = file_digest(path)
         except OSError:

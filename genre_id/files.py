@@ -22,12 +22,15 @@ def atomic_file(path: PathLike, *, suffix: str = "") -> Iterator[BinaryIO]:
     The data goes to a temporary file in the same folder (created if
     absent), is flushed to disk and renamed over ``path`` (atomic on POSIX,
     safe with several processes writing at once).  On any error the
-    temporary file is removed and ``path`` is untouched.
+    temporary file is removed and ``path`` is untouched.  The file gets the
+    permissions of any new file (0666 less the umask, usually 0644), not the
+    private 0600 of a temporary file.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             yield fh
             fh.flush()
@@ -39,6 +42,13 @@ def atomic_file(path: PathLike, *, suffix: str = "") -> Iterator[BinaryIO]:
         except FileNotFoundError:
             pass
         raise
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: PathLike, data: bytes) -> None:

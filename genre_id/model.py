@@ -58,7 +58,7 @@ __all__ = [
 MODEL_FORMAT = "genre-id-model"
 MODEL_FORMAT_VERSION = 1
 #: The model that ships with the project.
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "models" / "default"
 
 _KERAS_FILE = "model.keras"
 _WEIGHTS_FILE = "weights.npz"

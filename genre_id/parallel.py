@@ -222,8 +222,22 @@ def map_files(
             bar.close()
 
 
-def progress_bar(total: int, *, description: str = "", unit: str = "file") -> Any:
-    """A tqdm progress bar on stderr that disappears when done (``update()``, ``write()``, ``close()``)."""
+#: A batch of more items than this shows a progress bar (on a terminal).
+PROGRESS_MIN_ITEMS = 3
+
+
+def progress_bar(total: int, *, description: str = "", unit: str = "file", disable: bool = False) -> Any:
+    """A tqdm progress bar on stderr that disappears when done (``update()``, ``write()``, ``close()``).
+
+    It is shown only when stderr is a terminal and the batch has more than
+    :data:`PROGRESS_MIN_ITEMS` items (and not ``disable``); otherwise the bar
+    is a silent one with the same methods, so piped output and logs never get
+    progress-bar text.
+    """
+    import sys
+
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=description or None, unit=unit, leave=False)
+    isatty = getattr(sys.stderr, "isatty", None)
+    shown = not disable and total > PROGRESS_MIN_ITEMS and callable(isatty) and isatty()
+    return tqdm(total=total, desc=description or None, unit=unit, leave=False, disable=not shown)

@@ -12,10 +12,11 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import NamedTuple, Union
+from typing import BinaryIO, NamedTuple, Union
 
 import numpy as np
 
+from .audio import AudioStream, open_stream
 from .errors import FeatureVersionError, GenreIdError, SilentAudioError
 from .extraction import WindowFeatures, extract_file, extract_samples
 from .features import FeatureSet, Features, combine, get_feature_set
@@ -24,7 +25,12 @@ from .parallel import Executor, FileFailure, call_isolated, default_workers, map
 
 __all__ = ["Recognizer", "Prediction", "Segment", "GenreScore"]
 
-AudioSource = Union[str, "os.PathLike[str]", np.ndarray]
+AudioSource = Union[str, "os.PathLike[str]", bytes, BinaryIO, np.ndarray]
+
+
+def _encoded(source: object) -> bool:
+    """Whether ``source`` is encoded audio in memory or in a stream (bytes, or anything with ``.read``)."""
+    return isinstance(source, (bytes, bytearray, memoryview)) or callable(getattr(source, "read", None))
 
 
 class GenreScore(NamedTuple):
@@ -38,17 +44,24 @@ class GenreScore(NamedTuple):
 class Segment:
     """One analysis window of the audio: its time span (seconds) and its genre.
 
-    ``genre`` is None and ``confidence`` 0 for a silent window.
+    ``genre`` is None, ``confidence`` 0 and ``probabilities`` None for a
+    silent window; else ``probabilities`` holds every genre's for this window.
     """
 
     start: float
     end: float
     genre: str | None
     confidence: float
+    probabilities: dict[str, float] | None = None
 
-    def to_dict(self) -> dict:
+    def to_dict(self, *, top: int = 3) -> dict:
+        """A JSON-ready form, with the window's ``top`` genres (best first) and every genre's probability."""
+        probs = self.probabilities or {}
+        best = sorted(probs.items(), key=lambda kv: -kv[1])[:top]
         return {"start": round(self.start, 3), "end": round(self.end, 3), "genre": self.genre,
-                "confidence": round(self.confidence, 4)}
+                "confidence": round(self.confidence, 4),
+                "top": [{"genre": g, "probability": round(p, 4)} for g, p in best],
+                "probabilities": None if self.probabilities is None else {g: round(p, 4) for g, p in probs.items()}}
 
 
 @dataclass(frozen=True)
@@ -78,7 +91,7 @@ class Prediction:
             "confidence": round(self.confidence, 4),
             "top": [{"genre": g, "probability": round(p, 4)} for g, p in self.top],
             "probabilities": {g: round(p, 4) for g, p in self.probabilities.items()},
-            "segments": [s.to_dict() for s in self.segments],
+            "segments": [s.to_dict(top=len(self.top)) for s in self.segments],
             "duration": round(self.duration, 3),
             "members": [{"name": name, "probabilities": {g: round(p, 4) for g, p in probs.items()}}
                         for name, probs in self.members.items()],
@@ -134,11 +147,12 @@ class Recognizer:
             if sample_rate is None:
                 raise GenreIdError("identify(samples) needs sample_rate= (Hz)")
             return extract_samples(source, sample_rate=sample_rate, name=name or "audio", **kw)
-        if isinstance(source, bytes):
-            source = os.fsdecode(source)
-        if not isinstance(source, (str, os.PathLike)):
-            raise GenreIdError(f"cannot identify a {type(source).__name__}: pass a path to an audio file "
-                               "or a numpy array of samples")
+        if _encoded(source):
+            with open_stream(source, name=name) as stream:
+                return extract_file(stream, **kw)
+        if not isinstance(source, (str, os.PathLike, AudioStream)):
+            raise GenreIdError(f"cannot identify a {type(source).__name__}: pass a path to an audio file, "
+                               "bytes or a binary file object of encoded audio, or a numpy array of samples")
         return extract_file(source, **kw)
 
     def identify(self, source: AudioSource, *, sample_rate: int | None = None, top: int | None = None) -> Prediction:
@@ -147,8 +161,9 @@ class Recognizer:
         Parameters
         ----------
         source
-            A path to an audio file, or samples of shape ``(n,)`` or
-            ``(n, channels)``.
+            A path to an audio file; encoded audio as ``bytes`` or a binary
+            file object (anything with ``.read``, such as ``sys.stdin.buffer``;
+            read to its end); or samples of shape ``(n,)`` or ``(n, channels)``.
         sample_rate
             The samples' rate in Hz (only with samples).
         top
@@ -159,10 +174,11 @@ class Recognizer:
         GenreIdError
             The audio cannot be read, is too short, or is silent.
         """
-        if isinstance(source, np.ndarray):
-            name = "audio"
-        else:
-            name = os.fsdecode(source) if isinstance(source, bytes) else str(source)
+        if _encoded(source):
+            with open_stream(source) as stream:
+                return self.identify(stream, top=top)
+        name = "audio" if isinstance(source, np.ndarray) else os.fsdecode(source) if isinstance(
+            source, (str, os.PathLike)) else str(source)
         return self.classify(self.features(source, sample_rate=sample_rate, name=name), top=top, name=name)
 
     def identify_files(
@@ -224,7 +240,8 @@ class Recognizer:
             else:
                 p = next(rows)
                 k = int(p.argmax())
-                segments.append(Segment(float(start), float(end), labels[k], float(p[k])))
+                segments.append(Segment(float(start), float(end), labels[k], float(p[k]),
+                                        {labels[i]: float(p[i]) for i in range(len(labels))}))
         best = int(order[0])
         return Prediction(
             genre=labels[best],

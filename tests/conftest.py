@@ -19,6 +19,24 @@ TABLE = SHARED_DATA / "gtzan_features_30_sec.csv"
 SPLIT = SHARED_DATA / "gtzan_split"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_locations(tmp_path_factory):
+    """The feature cache and the default fingerprint database of every test (and its subprocesses) in a temporary
+    folder, never in the user's own."""
+    import os
+
+    root = tmp_path_factory.mktemp("locations")
+    saved = {k: os.environ.get(k) for k in ("GENRE_ID_CACHE_DIR", "GENRE_ID_DB")}
+    os.environ["GENRE_ID_CACHE_DIR"] = str(root / "cache")
+    os.environ["GENRE_ID_DB"] = str(root / "fingerprints.sqlite")
+    yield root
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 def _need(path: Path, what: str) -> Path:
     if not path.exists():
         pytest.skip(f"{what} not found at {path} (set GENRE_ID_SHARED_DATA to the shared data folder)")

@@ -1,12 +1,15 @@
 """The ``genre-id`` command line: a thin layer over the library.
 
 One module per command family: :mod:`.identify`, :mod:`.train` (``train``
-and ``evaluate``) and :mod:`.index` (the fingerprint database).  Commands
-only parse their arguments, call the library and print.
+and ``evaluate``), :mod:`.index` (the fingerprint database) and :mod:`.cache`.
+Commands only parse their arguments, call the library and print.  Every
+command takes ``-q/--quiet`` and ``-v/--verbose``, and options anywhere
+among its file names.
 
 Exit codes: 0 when everything asked for was done, 2 when some input could
-not be used (the others are still reported), 1 for an internal error, 130
-when interrupted.
+not be used (the others are still reported) or the environment refused
+(a full disk, no permission to write an output, a missing extra), 1 for an
+internal error, 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -17,19 +20,46 @@ import sys
 from typing import Sequence
 
 from ..errors import GenreIdError
-from .common import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, executor_for, fail
+from .common import (
+    ENVIRONMENT_ERRNOS,
+    EXIT_BAD_INPUT,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    TRAINING_MODULES,
+    Parser,
+    common_options,
+    executor_for,
+    describe_os_error,
+    fail,
+    training_extra_message,
+)
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_INTERNAL", "EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "fail"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from . import identify, index, train
+def _version() -> str:
+    try:
+        from importlib.metadata import version
 
-    parser = argparse.ArgumentParser(prog="genre-id", description="Name the genre of music recordings.")
+        return version("genre-id")
+    except Exception:  # running from a source tree that is not installed
+        from .. import __version__
+
+        return __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import cache, identify, index, train
+
+    parser = Parser(prog="genre-id", description="Name the genre of music recordings.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    identify.add_parser(sub)
-    train.add_parsers(sub)
-    index.add_parser(sub)
+    parents = [common_options()]
+    identify.add_parser(sub, parents)
+    train.add_parsers(sub, parents)
+    index.add_parser(sub, parents)
+    cache.add_parser(sub, parents)
     return parser
 
 
@@ -56,8 +86,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_INTERNAL
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in TRAINING_MODULES:
+            return _internal(exc)
+        fail(training_extra_message(args.command))
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        if exc.errno not in ENVIRONMENT_ERRNOS:
+            return _internal(exc)
+        # The environment refused (a full disk, no permission): one line naming the file if known.
+        fail(f"{exc.filename}: {describe_os_error(exc)}" if exc.filename else describe_os_error(exc))
+        return EXIT_BAD_INPUT
     except Exception as exc:
-        fail(f"internal error ({type(exc).__name__}: {exc})")
-        if os.environ.get("GENRE_ID_DEBUG"):
-            raise
-        return EXIT_INTERNAL
+        return _internal(exc)
+
+
+def _internal(exc: Exception) -> int:
+    """An unexpected exception (a bug): one line, exit code 1 (a traceback too with ``GENRE_ID_DEBUG=1``)."""
+    fail(f"internal error ({type(exc).__name__}: {exc})")
+    if os.environ.get("GENRE_ID_DEBUG"):
+        raise exc
+    return EXIT_INTERNAL

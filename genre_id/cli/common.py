@@ -1,25 +1,71 @@
-"""What every command shares: exit codes, the one-line error printer, argument types."""
+"""What every command shares: exit codes, the parser class and common options, the one-line error printer,
+argument types, safe output files, and the expansion of folders into audio files."""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import shlex
 import sys
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
 
-__all__ = ["EXIT_OK", "EXIT_INTERNAL", "EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "fail", "int_at_least",
-           "positive_int", "command_line", "add_scheduler_argument", "SCHEDULER_VARIABLE", "executor_for"]
+from ..errors import GenreIdError
+from ..textsafe import one_line
+
+__all__ = ["EXIT_OK", "EXIT_INTERNAL", "EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "OutputError", "Parser",
+           "command_line", "common_options", "expand_inputs", "fail", "int_at_least", "missing_extra",
+           "output_file", "output_path", "positive_int", "progress", "write_output", "add_scheduler_argument", "SCHEDULER_VARIABLE",
+           "executor_for"]
 
 #: Exit codes of every command.
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
 EXIT_INTERRUPTED = 130
 
+#: Modules of the ``train`` extra, and the extra's install command.
+TRAINING_MODULES = ("keras", "tensorflow", "sklearn", "librosa")
+TRAIN_EXTRA = "pip install 'genre-id[train]'"
 
-def fail(message: str) -> None:
-    """One ``error: ...`` line on stderr (the message names the file and the problem)."""
-    print(f"error: {message}", file=sys.stderr, flush=True)
+
+class OutputError(GenreIdError):
+    """A file the user asked for (a model, a report, ``--out``, ``--plot``) could not be written."""
+
+
+def fail(message: object) -> None:
+    """One ``error: ...`` line on stderr; the message (naming the file and the problem) is made one printable line."""
+    print(f"error: {one_line(message)}", file=sys.stderr, flush=True)
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose commands take options anywhere among their file names.
+
+    ``identify a.flac --no-timeline b.flac`` works: a parser without
+    sub-commands parses with :meth:`~argparse.ArgumentParser.parse_known_intermixed_args`.
+    """
+
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        if self._subparsers is None and not self._intermixing:
+            self._intermixing = True
+            try:
+                return self.parse_known_intermixed_args(args, namespace)
+            finally:
+                self._intermixing = False
+        return super().parse_known_args(args, namespace)
+
+
+def common_options() -> argparse.ArgumentParser:
+    """The options every command has (a parent parser): ``-q/--quiet`` and ``-v/--verbose``."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_mutually_exclusive_group()
+    group.add_argument("-q", "--quiet", action="store_true",
+                       help="print only results and errors (no progress bar, no notes)")
+    group.add_argument("-v", "--verbose", action="store_true", help="say more about what is done")
+    return parent
 
 
 def int_at_least(minimum: int):
@@ -76,3 +122,122 @@ def executor_for(args: argparse.Namespace) -> Iterator[object]:
 def command_line(argv: Sequence[str]) -> str:
     """The command as typed, for the records of models and reports."""
     return "genre-id " + " ".join(shlex.quote(a) for a in argv)
+
+
+def missing_extra(command: str) -> str | None:
+    """The one-line message when ``command`` cannot run because the ``train`` extra is not installed, else None."""
+    import importlib.util
+
+    for module in TRAINING_MODULES:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            return training_extra_message(command)
+    return None
+
+
+def training_extra_message(command: str) -> str:
+    return f"genre-id {command} needs the training extra: {TRAIN_EXTRA}"
+
+
+def progress(total: int, *, quiet: bool = False, description: str = "", unit: str = "file") -> Any:
+    """A progress bar on stderr for a batch of ``total`` files: shown on a terminal only, and not with ``quiet``.
+
+    Always returns an object with ``update()``, ``write()`` and ``close()``
+    (a disabled bar when not shown), so callers need no special case.
+    """
+    from ..parallel import progress_bar
+
+    return progress_bar(total, description=description, unit=unit, disable=quiet)
+
+
+# -- files the user asked for ------------------------------------------------------------------------
+
+#: errno values that mean "the user's environment", reported as exit code 2 rather than as a bug.
+ENVIRONMENT_ERRNOS = frozenset(
+    getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EACCES", "EPERM", "EROFS", "EFBIG", "EIO", "ENOTDIR",
+                                      "EISDIR", "ENAMETOOLONG", "ENOENT", "EEXIST", "ELOOP", "EMLINK", "ENXIO",
+                                      "ETXTBSY", "EBUSY", "EXDEV")
+    if hasattr(errno, name)
+)
+
+
+def describe_os_error(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+def output_path(path: str | os.PathLike[str]) -> Path:
+    """Where to write the output ``path``: a symbolic link is followed (its target is written, the link stays)."""
+    p = Path(path)
+    return Path(os.path.realpath(p)) if p.is_symlink() else p
+
+
+@contextmanager
+def output_file(path: str | os.PathLike[str], *, suffix: str = "") -> Iterator[BinaryIO]:
+    """:func:`genre_id.files.atomic_file` for a file the user named; a failure to write is one :class:`OutputError`.
+
+    A symbolic link at ``path`` is followed.  On any failure (a full disk,
+    no permission) nothing is left behind and the previous file, if any, is
+    untouched.
+    """
+    from ..files import atomic_file
+
+    target = output_path(path)
+    try:
+        with atomic_file(target, suffix=suffix) as fh:
+            yield fh
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write ({describe_os_error(exc)})") from None
+
+
+def write_output(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to the file ``path`` atomically (:func:`output_file`)."""
+    with output_file(path) as fh:
+        fh.write(data)
+
+
+@contextmanager
+def saving(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn an ``OSError`` of the block (writing ``path``) into one :class:`OutputError` naming ``path``."""
+    try:
+        yield
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write ({describe_os_error(exc)})") from None
+
+
+# -- inputs --------------------------------------------------------------------------------------------
+
+def expand_inputs(paths: Sequence[str]) -> tuple[list[str], int, list[str]]:
+    """The files to analyse for ``paths`` (``-`` for stdin kept as is), how many non-audio files were skipped,
+    and the folders among ``paths`` that hold no audio file.
+
+    A folder is searched recursively, in sorted order, for files with an
+    audio extension (:data:`genre_id.audio.SUPPORTED_EXTENSIONS`); hidden
+    files and folders are passed over, other files are counted as skipped.  A
+    file named on the command line is always kept (whatever its name), and a
+    missing one is kept too, so that it is reported in its turn.
+    """
+    from ..audio import SUPPORTED_EXTENSIONS
+
+    files: list[str] = []
+    skipped = 0
+    empty: list[str] = []
+    for p in paths:
+        if p == "-" or not os.path.isdir(p):
+            files.append(p)
+            continue
+        found = len(files)
+        for folder, subdirs, names in os.walk(p):
+            subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+            for name in sorted(names):
+                if name.startswith("."):
+                    continue
+                if name.lower().endswith(SUPPORTED_EXTENSIONS):
+                    files.append(os.path.join(folder, name))
+                else:
+                    skipped += 1
+        if len(files) == found:
+            empty.append(p)
+    return files, skipped, empty

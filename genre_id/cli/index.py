@@ -11,16 +11,16 @@ on stderr, ``error: FILE: problem``, never a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from ..errors import AudioError, GenreIdError
-from ..fingerprint.index import DEFAULT_DB_PATH, FileResult, FingerprintIndex
+from ..fingerprint.index import FileResult, FingerprintIndex
 from ..fingerprint.store import Recording
-from .common import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, add_scheduler_argument
+from ..textsafe import json_line, one_line
+from .common import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, add_scheduler_argument, progress
 from .common import fail as _error
 
 __all__ = [
@@ -34,20 +34,36 @@ __all__ = [
     "match_for_identify",
 ]
 
-#: Help text of ``--db``, for ``identify`` too.
-DB_HELP = f"fingerprint database (SQLite file; default: {DEFAULT_DB_PATH} in the current folder)"
+#: Help text of ``--db``.
+DB_HELP = ("fingerprint database (SQLite file; default: $GENRE_ID_DB, else fingerprints.sqlite in the user data "
+           "folder, see 'genre-id cache info')")
+
 
 def add_db_argument(parser: argparse.ArgumentParser) -> None:
-    """Add ``--db PATH`` (default :data:`~genre_id.fingerprint.index.DEFAULT_DB_PATH`) to ``parser``."""
-    parser.add_argument("--db", type=Path, default=DEFAULT_DB_PATH, metavar="PATH", help=DB_HELP)
+    """Add ``--db PATH`` (default :func:`genre_id.locations.default_db_path`) to ``parser``."""
+    parser.add_argument("--db", type=Path, default=None, metavar="PATH", help=DB_HELP)
 
 
-def add_parser(subparsers: Any) -> None:
+def _db(args: argparse.Namespace) -> Path:
+    """The database the command works on: ``--db``, else the default location."""
+    if args.db is None:
+        from ..locations import default_db_path
+
+        args.db = default_db_path()
+    return args.db
+
+
+def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser] | None = None) -> None:
     """Register ``index`` with its commands ``add``, ``list`` and ``remove`` on ``subparsers``.
 
-    ``subparsers`` is what ``ArgumentParser.add_subparsers()`` returned.  Each
-    command sets ``func``: call ``args.func(args)`` for the exit code.
+    ``subparsers`` is what ``ArgumentParser.add_subparsers()`` returned;
+    ``parents`` the parsers of options every command has.  Each command sets
+    ``func``: call ``args.func(args)`` for the exit code.
     """
+    if parents is None:
+        from .common import common_options
+
+        parents = [common_options()]
     index = subparsers.add_parser(
         "index",
         help="manage the fingerprint database for song identification",
@@ -57,23 +73,22 @@ def add_parser(subparsers: Any) -> None:
     commands.required = True
 
     add = commands.add_parser(
-        "add",
+        "add", parents=parents,
         help="fingerprint every audio file of folders (recursively) or single files",
         description="Fingerprint audio files into the database. Unchanged files (same bytes) are skipped; "
         "a broken file is reported and skipped, and the exit code is then 2.",
     )
     add.add_argument("paths", nargs="+", type=Path, metavar="MUSIC_DIR", help="folder (searched recursively) or file")
     add_db_argument(add)
-    add.add_argument("-v", "--verbose", action="store_true", help="print a line for every file")
     add_scheduler_argument(add)
     add.set_defaults(func=cmd_index_add)
 
-    lst = commands.add_parser("list", help="list the recordings in the database")
+    lst = commands.add_parser("list", parents=parents, help="list the recordings in the database")
     add_db_argument(lst)
     lst.add_argument("--json", action="store_true", help="print JSON instead of a table")
     lst.set_defaults(func=cmd_index_list)
 
-    rm = commands.add_parser("remove", help="remove recordings by id or by the path they were added from")
+    rm = commands.add_parser("remove", parents=parents, help="remove recordings by id or by the path they were added from")
     rm.add_argument("targets", nargs="+", metavar="ID_OR_FILE", help="recording id (see 'index list') or file path")
     add_db_argument(rm)
     rm.set_defaults(func=cmd_index_remove)
@@ -82,8 +97,8 @@ def add_parser(subparsers: Any) -> None:
 def cmd_index_add(args: argparse.Namespace) -> int:
     """``genre-id index add MUSIC_DIR... [--db PATH] [-v]``."""
     from ..fingerprint.metadata import find_audio_files
-    from ..parallel import progress_bar
 
+    db = _db(args)
     counts = {"added": 0, "unchanged": 0, "failed": 0, "internal": 0}
     try:
         files: list[Path] = []
@@ -91,40 +106,36 @@ def cmd_index_add(args: argparse.Namespace) -> int:
             if not Path(p).exists():
                 raise AudioError(f"{p}: no such file or folder")
             files += find_audio_files(p) if Path(p).is_dir() else [Path(p)]
-        with FingerprintIndex.open(args.db) as index:
-            bar = progress_bar(len(files)) if len(files) > 1 and sys.stderr.isatty() else None
+        with FingerprintIndex.open(db) as index:
+            bar = progress(len(files), quiet=args.quiet, description="fingerprinting")
 
             def say(line: str, stream) -> None:
-                if bar is not None:
-                    bar.write(line, file=stream)
-                else:
-                    print(line, file=stream, flush=True)
+                bar.write(line, file=stream)
+                stream.flush()
 
             def on_file(result: FileResult) -> None:
                 counts[result.status] += 1
                 counts["internal"] += result.internal
                 if result.status == "failed":
-                    say(f"error: {result.message}", sys.stderr)
+                    say(f"error: {one_line(result.message)}", sys.stderr)
                 elif args.verbose:
-                    say(f"{result.status}: {result.path}", sys.stdout)
-                if bar is not None:
-                    bar.update(1)
+                    say(f"{result.status}: {one_line(result.path)}", sys.stdout)
+                bar.update(1)
 
             try:
                 index.add_files(files, on_file=on_file)
             finally:
-                if bar is not None:
-                    bar.close()
+                bar.close()
             total = len(index.list())
     except KeyboardInterrupt:
-        _error(f"interrupted; {args.db} holds the {counts['added']} files added before")
+        _error(f"interrupted; {db} holds the {counts['added']} files added before")
         return EXIT_INTERRUPTED
     except GenreIdError as exc:
         _error(str(exc))
         return EXIT_BAD_INPUT
     print(
         f"added {counts['added']}, unchanged {counts['unchanged']}, failed {counts['failed']}; "
-        f"{args.db} holds {total} recordings"
+        f"{one_line(db)} holds {total} recordings"
     )
     if counts["internal"]:
         return EXIT_INTERNAL
@@ -137,8 +148,9 @@ def _artist_text(artist: str | None) -> str:
 
 def _format_table(recordings: list[Recording]) -> str:
     rows = [("id", "title", "artist", "seconds", "file")] + [
-        (str(r.id), r.title, _artist_text(r.artist), f"{r.duration:.1f}", r.path) for r in recordings
-    ]
+        (str(r.id), one_line(r.title), one_line(_artist_text(r.artist)), f"{r.duration:.1f}", one_line(r.path))
+        for r in recordings
+    ]  # escaped before the widths are measured, so that columns line up
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     return "\n".join(
         "  ".join(
@@ -151,17 +163,17 @@ def _format_table(recordings: list[Recording]) -> str:
 def cmd_index_list(args: argparse.Namespace) -> int:
     """``genre-id index list [--db PATH] [--json]``."""
     try:
-        with FingerprintIndex.open(args.db, create=False) as index:
+        with FingerprintIndex.open(_db(args), create=False) as index:
             recordings = index.list()
     except GenreIdError as exc:
         _error(str(exc))
         return EXIT_BAD_INPUT
     if args.json:
-        print(json.dumps([r.to_dict() for r in recordings], indent=2, ensure_ascii=False))
+        print(json_line([r.to_dict() for r in recordings], indent=2))
     elif recordings:
         print(_format_table(recordings))
     else:
-        print(f"{args.db}: no recordings")
+        print(f"{one_line(args.db)}: no recordings")
     return EXIT_OK
 
 
@@ -169,7 +181,7 @@ def cmd_index_remove(args: argparse.Namespace) -> int:
     """``genre-id index remove ID_OR_FILE... [--db PATH]``; exit 2 if any was not found."""
     failed = False
     try:
-        with FingerprintIndex.open(args.db, create=False) as index:
+        with FingerprintIndex.open(_db(args), create=False) as index:
             for target in args.targets:
                 try:
                     rec = index.remove(target)
@@ -177,7 +189,8 @@ def cmd_index_remove(args: argparse.Namespace) -> int:
                     _error(str(exc))
                     failed = True
                     continue
-                print(f'removed {rec.id}: "{rec.title}" by {_artist_text(rec.artist)} ({rec.path})')
+                print(f'removed {rec.id}: "{one_line(rec.title)}" by {one_line(_artist_text(rec.artist))} '
+                      f"({one_line(rec.path)})")
     except GenreIdError as exc:
         _error(str(exc))
         return EXIT_BAD_INPUT
@@ -215,6 +228,6 @@ def format_match(match: dict[str, object] | None) -> str:
     artist = match.get("artist")
     offset = float(match.get("offset", 0.0))  # type: ignore[arg-type]
     return (
-        f'match: "{match.get("title")}" by {_artist_text(artist if isinstance(artist, str) else None)} '
-        f"({match.get('file')}, at {offset:.1f} s, score {match.get('score')})"
+        f'match: "{one_line(match.get("title"))}" by {one_line(_artist_text(artist if isinstance(artist, str) else None))} '
+        f"({one_line(match.get('file'))}, at {offset:.1f} s, score {match.get('score')})"
     )

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from pathlib import Path
 
 from ..errors import GenreIdError
 from ..features import DEFAULT_FEATURE_SET
-from .common import EXIT_BAD_INPUT, EXIT_OK, add_scheduler_argument, command_line, fail, int_at_least, positive_int
+from ..textsafe import json_line, one_line
+from .common import (
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    add_scheduler_argument,
+    command_line,
+    fail,
+    int_at_least,
+    missing_extra,
+    output_path,
+    positive_int,
+    saving,
+)
 
 __all__ = ["add_parsers", "cmd_train", "cmd_ensemble", "cmd_evaluate"]
 
@@ -21,9 +33,10 @@ def _add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=positive_int, default=None, metavar="N",
                    help="extraction processes (default: all cores)")
     add_scheduler_argument(p)
-    p.add_argument("--cache-dir", default="data/cache", help="feature cache folder (default data/cache)")
+    p.add_argument("--cache-dir", default=None, metavar="DIR",
+                   help="feature cache folder (default: $GENRE_ID_CACHE_DIR, else the user cache folder; "
+                        "see 'genre-id cache info')")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--augment-from", metavar="CLIPS_DIR",
                    help="GTZAN-style folder of real clips: teach the model what gain, mastering, mp3, resampling "
                         "and band-limiting do to their features (feature-space augmentation)")
@@ -32,15 +45,16 @@ def _add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-epochs", type=int, default=400)
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    t = sub.add_parser("train", help="train a model from a GTZAN-style folder or a feature table")
+def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
+    t = sub.add_parser("train", parents=parents, help="train a model from a GTZAN-style folder or a feature table")
     _add_data_arguments(t)
-    t.add_argument("--out", required=True, metavar="DIR", help="model folder to write, e.g. models/mine")
+    t.add_argument("--out", required=True, metavar="DIR",
+                   help="model folder to write, e.g. models/mine (a symbolic link is followed: its target is written)")
     t.add_argument("--name", help="model name (default: the folder's name)")
     t.add_argument("--model-version", default="1", help="version string stored in the model")
     t.set_defaults(func=cmd_train)
 
-    m = sub.add_parser("ensemble", help="combine trained models (of different feature sets) into one")
+    m = sub.add_parser("ensemble", parents=parents, help="combine trained models (of different feature sets) into one")
     m.add_argument("members", nargs="+", metavar="MODEL_DIR", help="model folders with the same labels and window")
     m.add_argument("--out", required=True, metavar="DIR", help="ensemble folder to write, e.g. models/mine")
     m.add_argument("--fusion", default="geometric-mean", choices=("mean", "geometric-mean"),
@@ -49,7 +63,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--model-version", default="1", help="version string stored in the model")
     m.set_defaults(func=cmd_ensemble)
 
-    e = sub.add_parser("evaluate", help="train and test with an honest protocol, or score a model; write a report")
+    e = sub.add_parser("evaluate", parents=parents,
+                       help="train and test with an honest protocol, or score a model; write a report")
     _add_data_arguments(e)
     e.add_argument("--model", metavar="DIR", help="with --on: the model to score (default: the shipped one)")
     e.add_argument("--on", metavar="DIR", help="score an existing model on the labelled clips of DIR "
@@ -68,6 +83,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=cmd_evaluate)
 
 
+def _cache_dir(args: argparse.Namespace) -> str | None:
+    """The feature cache folder: none with ``--no-cache``, else ``--cache-dir``, else the default location."""
+    if args.no_cache:
+        return None
+    if args.cache_dir:
+        return args.cache_dir
+    from ..locations import default_cache_dir
+
+    return str(default_cache_dir())
+
+
 def _load_data(args: argparse.Namespace):
     """The dataset named by ``DATA_DIR`` or ``--table``; each skipped file is reported."""
     from ..dataset import load_folder, read_table
@@ -79,10 +105,12 @@ def _load_data(args: argparse.Namespace):
     else:
         data = load_folder(
             args.data_dir, feature_set=args.feature_set, window_seconds=args.window_seconds,
-            cache_dir=None if args.no_cache else args.cache_dir, workers=args.workers, progress=not args.quiet,
+            cache_dir=_cache_dir(args), workers=args.workers, progress=not args.quiet,
         )
     for failure in data.failures:
         fail(f"skipped {failure.message}")
+    if args.verbose:
+        print(f"{data.summary()}; feature cache: {one_line(_cache_dir(args) or 'off')}", file=sys.stderr, flush=True)
     return data
 
 
@@ -93,7 +121,7 @@ def _deltas(args: argparse.Namespace):
     from ..augment import folder_deltas
 
     return folder_deltas(args.augment_from, feature_set=args.feature_set,
-                         cache_dir=None if args.no_cache else args.cache_dir, workers=args.workers)
+                         cache_dir=_cache_dir(args), workers=args.workers)
 
 
 def _config(args: argparse.Namespace):
@@ -102,16 +130,28 @@ def _config(args: argparse.Namespace):
     return default_config(args.feature_set, seed=args.seed, patience=args.patience, max_epochs=args.max_epochs)
 
 
+def _need_training_extra(command: str) -> bool:
+    """Print the one line saying how to install the ``train`` extra when it is missing; True then."""
+    message = missing_extra(command)
+    if message:
+        fail(message)
+    return message is not None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    if _need_training_extra("train"):
+        return EXIT_BAD_INPUT
     from ..model import check_model_target, save_bundle
     from ..training import fit
 
-    check_model_target(args.out)  # refuse a bad --out before the work, not after it
+    target = output_path(args.out)  # a link is followed, never replaced
+    check_model_target(target)  # refuse a bad --out before the work, not after it
     data = _load_data(args)
     name = args.name or Path(args.out).name
     bundle = fit(data, config=_config(args), deltas=_deltas(args), name=name, version=args.model_version,
                  window_seconds=args.window_seconds, command=command_line(args.argv))
-    save_bundle(bundle, args.out)
+    with saving(args.out):
+        save_bundle(bundle, target)
     m = bundle.metadata["metrics"]
     s = bundle.metadata["training"]["data"]
     print(
@@ -120,7 +160,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"train accuracy {m['train_accuracy']:.3f}, validation accuracy {m['validation_accuracy']:.3f} "
         f"on {m['validation_tracks']} held-out tracks"
     )
-    print(f"saved {args.out}")
+    print(f"saved {one_line(args.out)}")
     return EXIT_BAD_INPUT if data.failures else EXIT_OK
 
 
@@ -163,7 +203,7 @@ def _score_model(args: argparse.Namespace) -> int:
                                details={"model": rec.model_info, "clips": len(kept), "failed": failed})
     command = command_line(args.argv)
     if args.json:
-        print(json.dumps({"command": command, **result.to_dict()}))
+        print(json_line({"command": command, **result.to_dict()}))
     else:
         print(summary_text([result]))
     if args.out:
@@ -174,6 +214,8 @@ def _score_model(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if _need_training_extra("evaluate"):
+        return EXIT_BAD_INPUT
     from ..dataset import read_split_list
     from ..evaluation import evaluate_folds, evaluate_split
     from ..report import summary_text, write_report
@@ -195,11 +237,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                 deltas=_deltas(args))
     command = command_line(args.argv)
     if args.json:
-        print(json.dumps({"command": command, "data": data.summary(), **result.to_dict()}))
+        print(json_line({"command": command, "data": data.summary(), **result.to_dict()}))
     else:
         print(summary_text([result]))
     if args.out:
-        paths = write_report([result], args.out, title=f"genre-id evaluation of {data.source}", command=command)
+        with saving(args.out):
+            paths = write_report([result], output_path(args.out), title=f"genre-id evaluation of {data.source}",
+                                 command=command)
         if not args.json:
-            print("wrote " + ", ".join(str(p) for p in paths))
+            print("wrote " + ", ".join(one_line(p) for p in paths))
     return EXIT_BAD_INPUT if data.failures else EXIT_OK

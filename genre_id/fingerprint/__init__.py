@@ -24,7 +24,6 @@ histograms and the decision), :mod:`.store` (databases), :mod:`.metadata`
 from __future__ import annotations
 
 from .index import (
-    DEFAULT_DB_PATH,
     AddReport,
     FileResult,
     FingerprintIndex,
@@ -37,7 +36,6 @@ from .matching import DEFAULT_THRESHOLD, MatchThreshold
 from .store import FingerprintDBError, FingerprintStore, Recording, SQLiteStore, StoreStats
 
 __all__ = [
-    "DEFAULT_DB_PATH",
     "DEFAULT_PARAMS",
     "DEFAULT_THRESHOLD",
     "AddReport",

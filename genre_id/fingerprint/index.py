@@ -35,7 +35,6 @@ from .metadata import file_sha256, find_audio_files, title_and_artist
 from .store import FingerprintDBError, FingerprintStore, NewRecording, Recording, SQLiteStore
 
 __all__ = [
-    "DEFAULT_DB_PATH",
     "AddReport",
     "FileResult",
     "FingerprintIndex",
@@ -44,9 +43,6 @@ __all__ = [
     "fingerprint_file",
 ]
 
-
-#: Where the CLI keeps the database unless ``--db`` says otherwise (relative to the working folder).
-DEFAULT_DB_PATH = Path("data") / "fingerprints.sqlite"
 
 #: Files are decoded in blocks of this many seconds, so memory does not grow with length.
 BLOCK_SECONDS = 120.0
@@ -197,12 +193,15 @@ class FingerprintIndex:
     @classmethod
     def open(
         cls,
-        db_path: PathLike = DEFAULT_DB_PATH,
+        db_path: PathLike | None = None,
         *,
         create: bool = True,
         threshold: MatchThreshold = DEFAULT_THRESHOLD,
     ) -> FingerprintIndex:
         """Open the SQLite database at ``db_path``; make it if absent and ``create``.
+
+        ``db_path`` defaults to :func:`genre_id.locations.default_db_path`
+        (``$GENRE_ID_DB``, else the platform's user data folder).
 
         With ``create`` the database is opened for writing (``index add``);
         without, read-only, so that queries work on read-only media and never
@@ -214,6 +213,10 @@ class FingerprintIndex:
         Raises :class:`~genre_id.fingerprint.store.FingerprintDBError` when it
         is missing (and not ``create``), unreadable, or of other parameters.
         """
+        if db_path is None:
+            from ..locations import default_db_path
+
+            db_path = default_db_path()
         return cls(SQLiteStore.open(db_path, create=create), threshold=threshold)
 
     @property

@@ -298,7 +298,7 @@ def run_benchmark(*, repeats: int = 3, long_minutes: float = 60.0, skip: Sequenc
                 command = [sys.executable, "-m", "genre_id.cli", "train", "--table", str(table),
                            "--out", str(tmp / "model"), "--quiet"]
                 mini = data / "gtzan_mini"
-                if mini.exists():  # as models/default was made: with augmentation from the real clips
+                if mini.exists():  # as genre_id/models/default was made: with augmentation from the real clips
                     command += ["--augment-from", str(mini), "--cache-dir", str(ROOT / "data" / "cache")]
                     log("measuring the perturbation deltas of the real clips (once; cached) ...")
                     t = time.perf_counter()

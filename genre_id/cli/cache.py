@@ -1,0 +1,50 @@
+"""``genre-id cache info|clear``: where the feature cache and the fingerprint database live, and clearing the cache."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..textsafe import one_line
+from .common import EXIT_OK
+
+__all__ = ["add_parser", "cmd_cache_clear", "cmd_cache_info"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
+    cache = subparsers.add_parser("cache", help="show or clear the feature cache",
+                                  description="The feature cache of 'train' and 'evaluate' (audio inputs).")
+    commands = cache.add_subparsers(dest="cache_command", metavar="{info,clear}", required=True)
+    for name, func, text in (("info", cmd_cache_info, "where the cache and the fingerprint database are, and sizes"),
+                             ("clear", cmd_cache_clear, "remove the cache's files (nothing else)")):
+        p = commands.add_parser(name, parents=parents, help=text)
+        p.add_argument("--cache-dir", default=None, metavar="DIR",
+                       help="the cache folder (default: $GENRE_ID_CACHE_DIR, else the user cache folder)")
+        p.set_defaults(func=func)
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError  # pragma: no cover
+
+
+def cmd_cache_info(args: argparse.Namespace) -> int:
+    from ..locations import cache_usage, default_db_path
+
+    usage = cache_usage(args.cache_dir)
+    print(f"feature cache: {one_line(usage.root)} ({usage.entries} entries, {_size(usage.bytes)})")
+    db = default_db_path()
+    held = f"{_size(db.stat().st_size)}" if db.is_file() else "not created yet"
+    print(f"fingerprint database: {one_line(db)} ({held})")
+    return EXIT_OK
+
+
+def cmd_cache_clear(args: argparse.Namespace) -> int:
+    from ..locations import clear_cache
+
+    removed = clear_cache(args.cache_dir)
+    if not args.quiet:
+        print(f"removed {removed.entries} cache entries ({_size(removed.bytes)}) from {one_line(removed.root)}")
+    return EXIT_OK

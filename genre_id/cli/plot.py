@@ -1,0 +1,72 @@
+"""``identify --plot FILE.png``: the genre timeline of one recording as a stacked area chart."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..textsafe import one_line
+from .common import output_file
+
+__all__ = ["plot_timeline"]
+
+
+def _clock(seconds: float, _pos: object = None) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m:02d}:{s:02d}"
+
+
+def timeline_steps(pred) -> tuple[np.ndarray, np.ndarray]:
+    """Step-curve points of ``pred``'s windows: times (s) and one row of probabilities per genre.
+
+    Each window spans its start to its end at constant height; a window that
+    overlaps the one before (the end-aligned last window) is drawn from where
+    that one ended.  Silent windows are zero.
+    """
+    labels = list(pred.probabilities)
+    times: list[float] = []
+    rows: list[list[float]] = []
+    drawn_to = 0.0
+    for seg in pred.segments:
+        start = max(seg.start, drawn_to)
+        if seg.end <= start:
+            continue
+        probs = seg.probabilities or {}
+        values = [probs.get(g, 0.0) for g in labels]
+        times += [start, seg.end]
+        rows += [values, values]
+        drawn_to = seg.end
+    return np.asarray(times), np.asarray(rows, dtype=float).T.reshape(len(labels), -1)
+
+
+def plot_timeline(pred, path: str | os.PathLike[str], *, title: str) -> None:
+    """Draw every window's genre probabilities over time (stacked, mm:ss axis, genres in a legend) to the PNG ``path``.
+
+    Drawn with matplotlib's Agg canvas (no display needed) and written
+    atomically; a failure to write is one :class:`~genre_id.cli.common.OutputError`.
+    """
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    labels = list(pred.probabilities)
+    times, values = timeline_steps(pred)
+    fig = Figure(figsize=(10, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    cmap = "tab10" if len(labels) <= 10 else "tab20"
+    colors = [colormaps[cmap](i % 20) for i in range(len(labels))]
+    ax.stackplot(times, values, labels=labels, colors=colors, linewidth=0)
+    ax.set_xlim(0, max(float(times[-1]) if len(times) else 0.0, pred.duration, 1.0))
+    ax.set_ylim(0, 1)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=10, steps=[1, 2, 3, 5, 6, 10]))
+    ax.xaxis.set_major_formatter(FuncFormatter(_clock))
+    ax.set_xlabel("time (mm:ss)")
+    ax.set_ylabel("probability")
+    ax.set_title(f"{one_line(title)}: {pred.genre} {pred.confidence:.2f}", fontsize=10, parse_math=False)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False, reverse=True)
+    fig.tight_layout()
+    with output_file(path, suffix=".png") as fh:
+        fig.savefig(fh, format="png")

@@ -1,0 +1,447 @@
+"""Command-line conventions: --version, options among files, folders and stdin, --format/--out/--plot, -q/-v,
+progress bars on terminals only, platform locations and the cache command, escaped output, failures at save time."""
+
+from __future__ import annotations
+
+import csv
+import errno
+import io
+import json
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import ROOT, tone
+
+CLI = [sys.executable, "-m", "genre_id.cli"]
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+
+
+def run(args, **kw):
+    kw.setdefault("env", ENV)
+    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=600, **kw)
+
+
+@pytest.fixture()
+def clips(tmp_path):
+    """Two short synthetic clips (CLI mechanics only)."""
+    paths = [tmp_path / "a.wav", tmp_path / "b.wav"]
+    for i, p in enumerate(paths):
+        sf.write(p, tone(4.0, freq=220.0 * (i + 1), seed=i), 22050)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory, mini_dir):
+    """Two real clips of different genres back to back (60 s): a timeline of two windows."""
+    metal = sorted((mini_dir / "metal").glob("*.flac"))[0]
+    classical = sorted((mini_dir / "classical").glob("*.flac"))[0]
+    y = np.concatenate([sf.read(metal, dtype="float32")[0], sf.read(classical, dtype="float32")[0]])
+    path = tmp_path_factory.mktemp("long") / "metal then classical.flac"
+    sf.write(path, y, 22050)
+    return path
+
+
+# --- conventions -----------------------------------------------------------------------------------
+
+def test_version():
+    out = run(["--version"])
+    assert out.returncode == 0 and out.stdout.strip() == "genre-id 0.1.0"
+
+
+def test_options_anywhere_among_the_file_names(clips):
+    out = run(["identify", clips[0], "--no-timeline", "--top", "2", clips[1]])
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert [line.split("  ")[0] for line in lines] == [str(c) for c in clips]
+    assert all(line.count(",") == 0 and line.count("(") == 1 for line in lines), "--top 2: one runner-up each"
+
+
+@pytest.mark.parametrize("top", ["0", "11", "-3"])
+def test_top_out_of_range_is_one_line(clips, top):
+    out = run(["identify", clips[0], "--top", top])
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr == f"error: --top must be from 1 to 10 (the model's genres), not {int(top)}\n"
+
+
+def test_every_command_takes_quiet_and_verbose():
+    from genre_id.cli import build_parser
+
+    for argv in (["identify", "a.wav"], ["train", "d", "--out", "m"], ["evaluate", "d"], ["index", "add", "d"],
+                 ["index", "list"], ["index", "remove", "1"], ["cache", "info"], ["cache", "clear"]):
+        for flag, attr in (("-q", "quiet"), ("--quiet", "quiet"), ("-v", "verbose"), ("--verbose", "verbose")):
+            args = build_parser().parse_args([*argv, flag])
+            assert getattr(args, attr) is True, (argv, flag)
+
+
+def test_identify_walks_folders_and_counts_what_it_skipped(tmp_path, clips):
+    music = tmp_path / "music"
+    (music / "sub" / "deeper").mkdir(parents=True)
+    (music / "sub" / "deeper" / "z.wav").write_bytes(clips[0].read_bytes())
+    (music / "first.WAV").write_bytes(clips[1].read_bytes())
+    (music / "cover.jpg").write_bytes(b"\xff\xd8 not audio")
+    (music / "sub" / "notes.txt").write_text("liner notes")
+    (music / ".hidden.wav").write_bytes(b"not looked at")
+    out = run(["identify", music])
+    assert out.returncode == 0, out.stderr
+    assert [line.split("  ")[0] for line in out.stdout.splitlines()] == [
+        str(music / "first.WAV"), str(music / "sub" / "deeper" / "z.wav")]
+    assert out.stderr == "skipped 2 non-audio files\n"
+    assert run(["identify", "-q", music]).stderr == ""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = run(["identify", empty, clips[0]])
+    assert res.returncode == 2 and res.stderr == f"error: {empty}: is a directory with no audio files\n"
+    assert res.stdout.startswith(f"{clips[0]}  "), "the other inputs are still identified"
+
+
+def test_identify_reads_standard_input(mini_dir):
+    clip = mini_dir / "jazz" / "jazz.00001.flac"
+    by_path = run(["identify", "--json", clip])
+    piped = run(["identify", "--json", "-"], input=None, stdin=open(clip, "rb"))
+    assert piped.returncode == 0, piped.stderr
+    a, b = json.loads(by_path.stdout), json.loads(piped.stdout)
+    assert b["file"] == "<stdin>" and b["probabilities"] == a["probabilities"]
+    bad = subprocess.run([*CLI, "identify", "-"], input=b"", capture_output=True, env=ENV, timeout=120)
+    assert bad.returncode == 2 and bad.stderr == b"error: <stdin>: input is empty\n"
+    twice = run(["identify", "-", "-"], stdin=subprocess.DEVNULL)
+    assert twice.returncode == 2 and "only once" in twice.stderr
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv", "text"])
+def test_out_file_in_every_format(tmp_path, clips, fmt):
+    target = tmp_path / "reports" / f"genres.{fmt}"
+    out = run(["identify", *clips, "--format", fmt, "--out", target])
+    assert out.returncode == 0 and out.stdout == "", out.stderr
+    text = target.read_text()
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644, "ordinary permissions under the usual umask"
+    assert [p.name for p in target.parent.iterdir()] == [target.name], "no temporary file left"
+    if fmt == "json":
+        rows = [json.loads(line) for line in text.splitlines()]
+        assert [r["file"] for r in rows] == [str(c) for c in clips]
+    elif fmt == "csv":
+        rows = list(csv.DictReader(io.StringIO(text)))
+        assert [r["file"] for r in rows] == [str(c) for c in clips]
+        for r in rows:
+            assert abs(sum(float(r[g]) for g in ("blues", "classical", "country", "disco", "hiphop", "jazz",
+                                                  "metal", "pop", "reggae", "rock")) - 1) < 2e-3
+            assert float(r[r["genre"]]) == float(r["confidence"])
+    else:
+        assert [line.split("  ")[0] for line in text.splitlines()] == [str(c) for c in clips]
+    # --json is --format json
+    assert run(["identify", clips[0], "--json"]).stdout == run(["identify", clips[0], "--format", "json"]).stdout
+
+
+@pytest.mark.slow
+def test_json_segments_have_each_windows_top_and_probabilities(long_clip):
+    out = run(["identify", "--json", "--top", "2", long_clip])
+    assert out.returncode == 0, out.stderr
+    segs = json.loads(out.stdout)["segments"]
+    assert [s["genre"] for s in segs] == ["metal", "classical"], "real clips, each window named right"
+    for s in segs:
+        assert len(s["top"]) == 2 and s["top"][0] == {"genre": s["genre"], "probability": s["confidence"]}
+        assert s["top"][0]["probability"] >= s["top"][1]["probability"]
+        assert abs(sum(s["probabilities"].values()) - 1) < 2e-3 and len(s["probabilities"]) == 10
+        assert s["probabilities"][s["genre"]] == max(s["probabilities"].values())
+
+
+@pytest.mark.slow
+def test_plot_draws_the_timeline(tmp_path, long_clip, clips):
+    from genre_id import Recognizer
+    from genre_id.cli.plot import timeline_steps
+
+    png = tmp_path / "plots" / "timeline.png"
+    out = run(["identify", long_clip, "--plot", png])
+    assert out.returncode == 0, out.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and stat.S_IMODE(png.stat().st_mode) == 0o644
+    import matplotlib.image
+
+    img = matplotlib.image.imread(png)
+    assert img.shape[:2] == (400, 1000) and img[..., :3].std() > 0.1, "a drawn chart, not a blank image"
+    assert [p.name for p in png.parent.iterdir()] == ["timeline.png"]
+    times, values = timeline_steps(Recognizer.load().identify(long_clip))
+    np.testing.assert_allclose(times, [0.0, 30.0, 30.0, 60.0], atol=0.05)
+    assert values.shape == (10, 4)
+    np.testing.assert_allclose(values.sum(axis=0), 1.0, atol=1e-5)
+    refused = run(["identify", *clips, "--plot", tmp_path / "two.png"])
+    assert refused.returncode == 2 and refused.stdout == "" and refused.stderr.count("\n") == 1
+    assert "one input; 2 given" in refused.stderr and not (tmp_path / "two.png").exists()
+
+
+def _tty_run(args) -> tuple[int, str]:
+    """Run the CLI with stderr on a pseudo-terminal; its exit code and what the terminal showed."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal 100 columns wide
+    proc = subprocess.Popen([*CLI, *map(str, args)], stdout=subprocess.DEVNULL, stderr=slave, env=ENV)
+    os.close(slave)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(master)
+    return proc.wait(timeout=300), shown.decode(errors="replace")
+
+
+def test_progress_bar_on_a_terminal_only(tmp_path):
+    files = []
+    for i in range(5):
+        files.append(tmp_path / f"c{i}.wav")
+        sf.write(files[-1], tone(4.0, freq=200.0 + 50 * i, seed=i), 22050)
+    code, shown = _tty_run(["identify", "--workers", "1", *files])
+    assert code == 0 and "identifying" in shown and "5/5" in shown
+    code, shown = _tty_run(["identify", "--workers", "1", "-q", *files])
+    assert code == 0 and shown == ""
+    code, shown = _tty_run(["identify", "--workers", "1", *files[:3]])
+    assert code == 0 and shown == "", "a few files: no bar"
+    piped = run(["identify", "--workers", "1", *files])
+    assert piped.returncode == 0 and piped.stderr == ""
+
+
+# --- the library takes bytes, file objects, arrays -------------------------------------------------------
+
+def test_recognizer_identifies_paths_bytes_file_objects_and_arrays(mini_dir, default_recognizer, tmp_path):
+    from genre_id import AudioError
+    from genre_id.extraction import extract_file
+
+    clip = mini_dir / "reggae" / "reggae.00002.flac"
+    data = clip.read_bytes()
+    y, sr = sf.read(clip, dtype="float32")
+    by_path = default_recognizer.identify(clip)
+    with open(clip, "rb") as fh:
+        answers = [default_recognizer.identify(data), default_recognizer.identify(io.BytesIO(data)),
+                   default_recognizer.identify(fh), default_recognizer.identify(y, sample_rate=sr)]
+    for p in answers:
+        assert p.genre == by_path.genre
+        assert p.probabilities == pytest.approx(by_path.probabilities, abs=1e-6)
+    secret = b"SECRET-PAYLOAD-" * 400
+    with pytest.raises(AudioError) as caught:
+        default_recognizer.identify(secret)
+    assert "SECRET" not in str(caught.value) and str(caught.value).startswith("<bytes>: ")
+    with pytest.raises(AudioError) as caught:
+        default_recognizer.identify(io.BytesIO(secret))
+    assert "SECRET" not in str(caught.value)
+    # a stream with a cache folder: analysed, never cached (there is no file to key it by)
+    from genre_id.audio import open_stream
+
+    with open_stream(data) as stream:
+        got = extract_file(stream, cache_dir=tmp_path / "cache")
+    assert got.values.shape[0] == 1 and not (tmp_path / "cache").exists()
+
+
+# --- where files live ------------------------------------------------------------------------------------
+
+def test_locations_follow_the_platform_unless_overridden(monkeypatch, tmp_path):
+    import platformdirs
+
+    from genre_id.locations import default_cache_dir, default_db_path
+
+    monkeypatch.delenv("GENRE_ID_CACHE_DIR", raising=False)
+    monkeypatch.delenv("GENRE_ID_DB", raising=False)
+    assert default_cache_dir() == platformdirs.user_cache_path("genre-id", appauthor=False) / "features"
+    assert default_db_path() == platformdirs.user_data_path("genre-id", appauthor=False) / "fingerprints.sqlite"
+    monkeypatch.setenv("GENRE_ID_CACHE_DIR", str(tmp_path / "c"))
+    monkeypatch.setenv("GENRE_ID_DB", str(tmp_path / "f.sqlite"))
+    assert default_cache_dir() == tmp_path / "c" and default_db_path() == tmp_path / "f.sqlite"
+
+
+def test_index_uses_the_default_database_from_the_environment(tmp_path, clips):
+    db = tmp_path / "mine" / "fp.sqlite"
+    env = {**ENV, "GENRE_ID_DB": str(db)}
+    out = run(["index", "add", clips[0]], env=env)
+    assert out.returncode == 0 and db.is_file(), out.stderr
+    assert f"{db} holds 1 recordings" in out.stdout
+    assert run(["index", "list", "--json"], env=env).stdout.count('"id"') == 1
+    info = run(["cache", "info"], env=env)
+    assert f"fingerprint database: {db} (" in info.stdout
+
+
+def test_cache_clear_removes_only_cache_files(tmp_path):
+    root = tmp_path / "cache"
+    digest = "ab" + "0" * 62
+    ours = [root / "levelfree-v1-w30-m3" / "ab" / f"{digest}.npz",
+            root / "levelfree-v1-perturbed-2" / "ab" / f"{digest}.npz",
+            root / "levelfree-v1-w30-m3" / "ab" / f".{digest}.npz.k2j3h4.npz"]  # left by a killed write
+    theirs = [root / "thesis.txt", root / "levelfree-v1-w30-m3" / "ab" / "notes.npz",
+              root / "levelfree-v1-w30-m3" / "cd" / f"{digest}.npz",  # not where an entry of that digest goes
+              root / "photos" / "holiday.jpg"]
+    for p in ours + theirs:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x" * 100)
+    env = {**ENV, "GENRE_ID_CACHE_DIR": str(root)}
+    info = run(["cache", "info"], env=env)
+    assert info.stdout.splitlines()[0] == f"feature cache: {root} (2 entries, 300 bytes)"
+    out = run(["cache", "clear"], env=env)
+    assert out.returncode == 0 and out.stdout == f"removed 2 cache entries (300 bytes) from {root}\n"
+    assert not any(p.exists() for p in ours) and all(p.exists() for p in theirs)
+    assert not (root / "levelfree-v1-perturbed-2").exists(), "folders it emptied are removed"
+    assert run(["cache", "clear", "--cache-dir", tmp_path / "nowhere"]).returncode == 0
+
+
+def test_cache_entries_and_reports_have_ordinary_permissions(tmp_path):
+    from genre_id.files import atomic_write
+
+    old = os.umask(0o027)
+    try:
+        atomic_write(tmp_path / "a.json", b"{}")
+    finally:
+        os.umask(old)
+    atomic_write(tmp_path / "b.json", b"{}")
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o640
+    assert stat.S_IMODE((tmp_path / "b.json").stat().st_mode) == 0o666 & ~old
+
+
+# --- outside text cannot forge output ---------------------------------------------------------------------
+
+FORGED = "x\nerror: fake.wav: injected"
+
+
+def test_a_file_name_cannot_forge_output_lines(tmp_path, clips):
+    broken = tmp_path / f"{FORGED}.wav"
+    broken.write_bytes(b"RIFF not really")
+    good = tmp_path / f"good\n{FORGED}\x1b[2J.wav"
+    good.write_bytes(clips[0].read_bytes())
+    out = run(["identify", broken, good])
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith("error: ") and "\x1b" not in out.stderr
+    assert "x\\nerror: fake.wav: injected.wav" in out.stderr
+    assert out.stdout.count("\n") == 1 and out.stdout.startswith(f"{tmp_path}/good\\nx\\nerror: fake.wav: ")
+    assert "\\x1b[2J.wav  " in out.stdout
+    js = run(["identify", "--json", good])
+    (obj,) = [json.loads(line) for line in js.stdout.splitlines()]
+    assert obj["file"] == str(good) and "\x1b" not in js.stdout
+    rows = list(csv.reader(io.StringIO(run(["identify", "--format", "csv", good]).stdout)))
+    assert len(rows) == 2 and "\n" not in rows[1][0]
+
+
+def test_index_output_is_escaped(tmp_path, clips):
+    song = tmp_path / f"song{FORGED}.wav"
+    sf.write(song, tone(6.0, freq=330.0), 22050)
+    db = tmp_path / "fp.sqlite"
+    added = run(["index", "add", "-v", song, "--db", db])
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.count("\n") == 2 and "\\nerror: fake.wav" in added.stdout.splitlines()[0]
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:  # a tag with a terminal escape and a newline
+        conn.execute("UPDATE recordings SET title = ?", ("Evil\x1b[31m\nerror: title",))
+    conn.close()
+    table = run(["index", "list", "--db", db])
+    lines = table.stdout.splitlines()
+    assert len(lines) == 2 and "\x1b" not in table.stdout
+    header, row = lines
+    assert header.index("artist") == row.index("unknown artist"), "widths measured on the escaped text"
+    assert "\\n" in row
+
+
+# --- failures when saving: one line, exit 2, nothing left behind ---------------------------------------------
+
+def _enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def _eacces(*args, **kwargs):
+    raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+
+@pytest.mark.parametrize("failure, words", [(_enospc, "No space left on device"), (_eacces, "Permission denied")])
+def test_out_and_plot_that_cannot_be_written(tmp_path, clips, capsys, monkeypatch, failure, words):
+    from genre_id import files
+    from genre_id.cli import main
+
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "genres.json").write_text("previous\n")
+    monkeypatch.setattr(files.os, "fsync", failure)
+    for argv, name in (([str(clips[0]), "--json", "--out", str(target / "genres.json")], "genres.json"),
+                       ([str(clips[0]), "--plot", str(target / "t.png")], "t.png")):
+        assert main(["identify", "--workers", "1", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err == f"error: {target / name}: cannot write ({words})\n"
+        assert sorted(p.name for p in target.iterdir()) == ["genres.json"]
+        assert (target / "genres.json").read_text() == "previous\n"
+
+
+@pytest.fixture()
+def quick_training(monkeypatch):
+    """``train`` without the data and the training: the shipped model stands for the trained one."""
+    pytest.importorskip("keras")
+    from genre_id.cli import train as train_cli
+    from genre_id.model import load_bundle
+
+    class Data:
+        failures = ()
+
+    monkeypatch.setattr(train_cli, "_load_data", lambda args: Data())
+    monkeypatch.setattr("genre_id.training.fit", lambda data, **kw: load_bundle())
+
+
+@pytest.mark.parametrize("failure, words", [(_enospc, "No space left on device"), (_eacces, "Permission denied")])
+def test_a_model_that_cannot_be_saved(tmp_path, capsys, monkeypatch, quick_training, failure, words):
+    from genre_id import model
+    from genre_id.cli import main
+
+    target = tmp_path / "models" / "mine"
+    monkeypatch.setattr(model.np, "savez", failure)
+    assert main(["train", "--table", "t.csv", "--out", str(target)]) == 2
+    assert capsys.readouterr().err == f"error: {target}: cannot write ({words})\n"
+    assert list((tmp_path / "models").iterdir()) == [], "no temporary folder left"
+
+
+def test_a_model_out_path_that_is_a_symlink_is_followed(tmp_path, capsys, quick_training):
+    from genre_id.cli import main
+
+    real = tmp_path / "store" / "model-v2"
+    real.parent.mkdir()
+    link = tmp_path / "current"
+    link.symlink_to(real, target_is_directory=True)
+    assert main(["train", "--table", "t.csv", "--out", str(link)]) == 0, capsys.readouterr().err
+    assert link.is_symlink() and os.readlink(link) == str(real), "the link itself is kept"
+    assert (real / "model.json").is_file() and stat.S_IMODE((real / "model.json").stat().st_mode) == 0o644
+    assert main(["train", "--table", "t.csv", "--out", str(link)]) == 0, "and replaced through the link again"
+    assert link.is_symlink() and (real / "weights.npz").is_file()
+    leftovers = [p.name for d in (tmp_path, real.parent) for p in d.iterdir() if ".tmp-" in p.name]
+    assert leftovers == []
+
+
+# --- the train extra ---------------------------------------------------------------------------------------
+
+_NO_TRAINING = textwrap.dedent("""
+    import sys
+
+    class _Absent:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("tensorflow", "keras", "sklearn", "librosa"):
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+            return None
+
+    sys.meta_path.insert(0, _Absent())
+""")
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_train_and_evaluate_without_the_train_extra(tmp_path, command):
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_NO_TRAINING)
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(hook), ENV["PYTHONPATH"]])}
+    argv = ["train", "--table", "t.csv", "--out", tmp_path / "m"] if command == "train" else ["evaluate", "d"]
+    out = run(argv, env=env)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr == f"error: genre-id {command} needs the training extra: pip install 'genre-id[train]'\n"
+    assert not (tmp_path / "m").exists()
