@@ -155,7 +155,7 @@ def _quiet_stderr() -> Iterator[None]:
 # --- inputs: paths and streams -------------------------------------------------------------------
 
 
-class AudioStream:
+class AudioStream(contextlib.AbstractContextManager):
     """Encoded audio held in memory or in an anonymous temporary file (see :func:`open_stream`).
 
     :func:`load`, :func:`info` and :func:`iter_windows` accept it in place of
@@ -176,9 +176,6 @@ class AudioStream:
 
     def close(self) -> None:
         self._file.close()
-
-    def __enter__(self) -> AudioStream:
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()

@@ -36,7 +36,7 @@ batch-norm moving statistics (``epsilon = 0.001``):
   batch norm, dense 200 + ReLU + batch norm (the *penultimate* layer), dense
   50 + sigmoid (the tag probabilities).
 
-Speed (``scripts/bench_musicnn.py``): everything is float32 matrix products.
+Speed (``scripts/bench/musicnn.py``): everything is float32 matrix products.
 The two timbral convolutions, four fifths of the arithmetic, are computed
 through a real DFT of size 96 along frequency (see :func:`_timbral_pooled`),
 which needs about 2.7 times fewer operations than a direct convolution; the

@@ -67,11 +67,11 @@ def mini_files(mini_dir: Path) -> list[Path]:
 
 
 @pytest.fixture(scope="session")
-def mini_features(mini_files, tmp_path_factory):
-    """Default-feature-set matrices of the 100 real clips, computed once per test session on all cores."""
+def mini_features(mini_files, default_recognizer):
+    """The shipped model's feature rows of the 100 real clips, computed once per test session on all cores."""
     from genre_id.extraction import extract_files
 
-    results = extract_files(mini_files, progress=False)
+    results = extract_files(mini_files, feature_set=default_recognizer.feature_set, progress=False)
     return dict(zip(mini_files, results))
 
 

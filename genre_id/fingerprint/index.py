@@ -16,6 +16,7 @@ an unknown song gives ``None``, never a wrong name.
 from __future__ import annotations
 
 import builtins
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -179,7 +180,7 @@ def _is_id(value: object) -> bool:
     return isinstance(value, str) and value.strip().isdigit() and not Path(value).exists()
 
 
-class FingerprintIndex:
+class FingerprintIndex(contextlib.AbstractContextManager):
     """Songs fingerprinted into a :class:`~genre_id.fingerprint.store.FingerprintStore`.
 
     Open one with :meth:`open` (an SQLite file) or wrap any store.  Use it as a
@@ -227,9 +228,6 @@ class FingerprintIndex:
     def close(self) -> None:
         """Close the database."""
         self.store.close()
-
-    def __enter__(self) -> FingerprintIndex:
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()

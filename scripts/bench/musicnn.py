@@ -1,6 +1,6 @@
 """Speed of the numpy MSD_musicnn view on one core: resample + log-mel + network per 30 s of audio.
 
-    python scripts/bench_musicnn.py [--runs 9] [--clip metal/metal.00000.flac]
+    python scripts/bench/musicnn.py [--runs 9] [--clip metal/metal.00000.flac]
 
 Runs on one thread (OMP_NUM_THREADS = OPENBLAS_NUM_THREADS = 1 unless set)
 and prints, per stage and in total, the median wall-clock and CPU seconds per
@@ -17,17 +17,15 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench_common import shared_data_dir  # noqa: E402  (puts the checkout first on sys.path)
 
 from genre_id import audio, musicnn  # noqa: E402
-from genre_id.dataset import shared_data_dir  # noqa: E402
 
 
 def _timed(fn, runs: int) -> tuple[float, float, object]:
