@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
+import shutil
 import subprocess
 import sys
 
@@ -11,8 +14,11 @@ import pytest
 import soundfile as sf
 
 from conftest import ROOT, tone
+from genre_id.model import DEFAULT_MODEL_DIR
+from test_audio import BAD_INPUTS, GOOD_INPUTS, PY, _run, _write
 
-IDENTIFY = [sys.executable, str(ROOT / "scripts" / "identify.py")]
+SCRIPT = str(ROOT / "scripts" / "identify.py")
+IDENTIFY = [sys.executable, SCRIPT]
 
 
 def run(args, **kw):
@@ -50,19 +56,6 @@ def test_identify_json_on_every_format(tmp_path, mini_dir):
         assert seg["top"][0] == {"genre": "classical", "probability": seg["confidence"]} and len(seg["top"]) == 4
         assert seg["probabilities"] == o["probabilities"], "one window: the clip's probabilities are the window's"
         assert o["model"]["name"] == "default"
-
-
-def test_bad_files_are_reported_and_the_others_still_identified(tmp_path):
-    good = tmp_path / "good.wav"
-    sf.write(good, tone(5.0), 22050)
-    broken = tmp_path / "broken.mp3"
-    broken.write_text("not audio")
-    out = run([*IDENTIFY, str(tmp_path / "missing.wav"), str(broken), str(good)])
-    assert out.returncode == 2
-    assert out.stdout.startswith(f"{good}  ")
-    errors = out.stderr.strip().splitlines()
-    assert len(errors) == 2 and "Traceback" not in out.stderr
-    assert "missing.wav: no such file" in errors[0] and "broken.mp3" in errors[1]
 
 
 def test_a_bad_model_path_is_one_line(tmp_path):
@@ -215,3 +208,86 @@ def test_train_refuses_an_out_folder_that_is_not_a_model_before_training(tmp_pat
     assert res.returncode == 2 and res.stdout == ""
     assert res.stderr == f"error: {out_dir}: a folder of other files, not a model folder; refusing to replace it\n"
     assert [p.name for p in out_dir.iterdir()] == ["thesis.txt"] and (out_dir / "thesis.txt").read_text() == "precious"
+
+
+def _drop_file_permission_override() -> None:
+    """In a child process run as root: give up the capabilities that let root read any file."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, from the bounding set (lost at exec)
+        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def test_a_file_without_read_permission_really(tmp_path):
+    """chmod 000 for real, through the command line: the unreadable file is named, the good one identified."""
+    locked = _write(tmp_path / "locked.wav", tone(4.0), 22050)
+    hidden_dir = tmp_path / "no entry"
+    hidden_dir.mkdir()
+    inside = _write(hidden_dir / "inside.wav", tone(4.0), 22050)
+    good = _write(tmp_path / "good.wav", tone(4.0), 22050)
+    locked.chmod(0)
+    hidden_dir.chmod(0)
+    try:
+        preexec = None
+        if os.geteuid() == 0:  # root reads anything: run the child as root without that privilege
+            try:
+                subprocess.run([PY, "-c", "pass"], preexec_fn=_drop_file_permission_override, check=True)
+            except (OSError, subprocess.SubprocessError) as exc:
+                pytest.skip(f"running as root and cannot drop CAP_DAC_OVERRIDE in a child ({exc})")
+            preexec = _drop_file_permission_override
+        r = _run([SCRIPT, str(locked), str(inside), str(good)], preexec_fn=preexec)
+    finally:
+        locked.chmod(0o644)
+        hidden_dir.chmod(0o755)
+    lines = r.stderr.splitlines()
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert lines == [f"error: {locked}: permission denied",
+                     f"error: {inside}: cannot access the file (Permission denied)"], r.stderr
+    assert r.stdout.startswith(f"{good}  ")
+
+
+# --- bad input files, odd names, JSON and exit codes, a broken model folder -----------------------------------------------------------------------------
+
+def test_cli_reports_each_bad_file_on_one_line_and_still_identifies_the_good_ones(tmp_path):
+    bad = {case: make(tmp_path) for case, (make, _, _) in BAD_INPUTS.items()}
+    good = [_write(tmp_path / "first good.wav", tone(4.0), 22050),
+            GOOD_INPUTS["spaces and non-ASCII in the name"](tmp_path)]
+    args = [str(good[0]), *map(str, bad.values()), str(good[1])]
+    r = _run([SCRIPT, *args])
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and "Warning" not in r.stderr, r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == len(bad), r.stderr
+    for case, path in bad.items():
+        words = BAD_INPUTS[case][2]
+        assert [line for line in lines if line.startswith(f"error: {path}: ") and words in line], (case, r.stderr)
+    out = r.stdout.splitlines()
+    assert [line.split("  ")[0] for line in out] == [str(g) for g in good], r.stdout
+
+
+def test_cli_prints_a_name_that_is_not_utf8(tmp_path):
+    odd = GOOD_INPUTS["a name that is not UTF-8"](tmp_path)
+    good = _write(tmp_path / "good.wav", tone(4.0), 22050)
+    r = _run([SCRIPT, str(odd), str(good)], env={"PYTHONIOENCODING": "utf-8"})  # as in a UTF-8 locale
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.splitlines()) == 2 and r.stdout.splitlines()[1].startswith(f"{good}  ")
+
+
+def test_cli_json_output_and_exit_codes(tmp_path):
+    good = _write(tmp_path / "good.wav", tone(4.0), 22050)
+    r = _run([SCRIPT, "--json", str(good)])
+    assert r.returncode == 0 and r.stderr == ""
+    assert json.loads(r.stdout)["file"] == str(good)
+    r = _run([SCRIPT, "--json", str(good), str(tmp_path / "nope.flac")])
+    assert r.returncode == 2 and r.stderr == f"error: {tmp_path / 'nope.flac'}: no such file\n"
+    assert json.loads(r.stdout)["file"] == str(good)
+
+
+def test_cli_refuses_a_broken_model_folder_in_one_line(tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(DEFAULT_MODEL_DIR, model)
+    (model / "levelfree" / "weights.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    r = _run([SCRIPT, "--model", str(model), str(_write(tmp_path / "a.wav", tone(4.0), 22050))])
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.startswith(f"error: {model}") and "corrupt weights file" in r.stderr
+    assert len(r.stderr.splitlines()) == 1 and r.stdout == ""

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from genre_id.errors import SilentAudioError
+from genre_id.errors import GenreIdError, SilentAudioError
 from genre_id.extraction import MIN_ACTIVE_SECONDS, SILENCE_RMS, active_seconds, extract_samples
 
 SR = 22050
@@ -54,3 +54,18 @@ def test_a_window_needs_two_seconds_of_active_audio(mini_dir):
     assert extract_samples(y, sample_rate=SR).silent.tolist() == [True]
     y[: int((MIN_ACTIVE_SECONDS + 0.5) * SR)] = music[: int((MIN_ACTIVE_SECONDS + 0.5) * SR)]
     assert extract_samples(y, sample_rate=SR).silent.tolist() == [False]
+
+
+@pytest.mark.parametrize("kind", ["dc", "noise", "impulse", "alternating"])
+@pytest.mark.parametrize("scale", [1e-6, 1e-3, 1e6, 1e30, 3e38])
+def test_odd_but_finite_signals_give_a_genre_or_a_clear_error(default_recognizer, kind, scale):
+    n = 3 * 22050
+    base = {"dc": np.ones(n), "noise": np.random.default_rng(0).standard_normal(n), "impulse": np.eye(1, n, 99)[0],
+            "alternating": np.tile([1.0, -1.0], n // 2 + 1)[:n]}[kind]
+    y = np.clip(base * scale, -3e38, 3e38).astype(np.float32)
+    try:
+        pred = default_recognizer.identify(y, sample_rate=22050)
+    except GenreIdError as exc:
+        assert "\n" not in str(exc) and str(exc).startswith("audio: ")
+    else:
+        assert pred.genre in default_recognizer.labels and np.isfinite(list(pred.probabilities.values())).all()

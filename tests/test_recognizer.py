@@ -94,3 +94,25 @@ def test_the_recognizer_is_loaded_once_and_reused(monkeypatch):
     for seed in range(3):
         rec.identify(tone(4.0, seed=seed), sample_rate=22050)
     assert calls == [1]
+
+
+from genre_id.errors import GenreIdError  # noqa: E402
+
+
+def test_samples_that_are_not_audio_get_a_genre_id_error(default_recognizer):
+    n = 4 * 22050
+    for source, kw, words in [
+        (np.array(["a"] * n), {"sample_rate": 22050}, "must be numbers"),
+        (np.ones(n, complex), {"sample_rate": 22050}, "not complex"),
+        (np.zeros((2, 2, 2)), {"sample_rate": 22050}, "shape"),
+        (np.zeros((n, 0)), {"sample_rate": 22050}, "no channels"),
+        (np.full(n, 1e300), {"sample_rate": 22050}, "NaN or infinite"),
+        (tone(4.0), {"sample_rate": 0}, "positive whole number"),
+        (tone(4.0), {"sample_rate": 22050.0}, "positive whole number"),
+        (tone(4.0), {"sample_rate": 100}, "not supported"),
+        (tone(4.0), {}, "needs sample_rate"),
+        (3.14, {}, "cannot identify a float"),
+        (None, {}, "cannot identify a NoneType"),
+    ]:
+        with pytest.raises(GenreIdError, match=words):
+            default_recognizer.identify(source, **kw)

@@ -35,6 +35,7 @@ def test_large_labels_hold_out_runs_of_consecutive_tracks():
     tr, va = track_split(y, groups, val_fraction=0.25, seed=0, block=10)
     assert 0.15 < len(va) / len(groups) < 0.35
     held = set(groups[va])
+    assert not held & set(groups[tr])
     for genre in ("g0", "g1"):
         ranked = sorted(t for t in tracks if t.startswith(genre))
         for b in {i // 10 for i, t in enumerate(ranked) if t in held}:

@@ -1,0 +1,168 @@
+"""The feature cache: keyed by content and feature set version, never trusting a bad entry, safe to share."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, tone
+from genre_id import audio
+from genre_id.cache import file_digest
+from genre_id.extraction import extract_file
+from genre_id.features import get_feature_set
+from test_audio import PY, _fifo, _run, _write
+
+def _entry(cache: Path) -> Path:
+    (entry,) = [p for p in cache.rglob("*.npz")]
+    return entry
+
+
+def _savez_entry(path: Path, key: str, **arrays) -> None:
+    with open(path, "wb") as fh:
+        np.savez(fh, key=np.asarray(key), **arrays)
+
+
+def test_cache_is_keyed_by_content_and_feature_version(tmp_path, monkeypatch):
+    import dataclasses
+
+    fs = get_feature_set()
+    clip = _write(tmp_path / "clip.wav", tone(3.5), 22050)
+    cache = tmp_path / "cache"
+    first = extract_file(clip, cache_dir=cache)
+    entry = _entry(cache)
+    assert entry.stem == file_digest(clip) and f"{fs.name}-v{fs.version}-" in str(entry)
+    assert not [p for p in cache.rglob("*") if p.name.startswith(".tmp-")]
+
+    decoded = []
+    real = audio.iter_windows
+    monkeypatch.setattr(audio, "iter_windows", lambda *a, **k: decoded.append(1) or real(*a, **k))
+    copy = tmp_path / "another name.wav"
+    shutil.copy(clip, copy)
+    np.testing.assert_array_equal(extract_file(copy, cache_dir=cache).values, first.values)
+    assert decoded == []  # a renamed copy is a hit
+    _write(copy, tone(3.5, seed=1), 22050)
+    extract_file(copy, cache_dir=cache)
+    assert decoded == [1]  # changed content is a miss
+    v2 = dataclasses.replace(fs, version=fs.version + 1)
+    extract_file(clip, feature_set=v2, cache_dir=cache)
+    assert decoded == [1, 1]  # another feature set version is a miss
+
+
+@pytest.mark.parametrize("damage", [
+    "truncated", "garbage", "empty", "bit flip", "another file's entry", "NaN values", "wrong width",
+    "rows disagree", "no silent array", "strings",
+])
+def test_a_corrupt_cache_entry_is_recomputed_never_trusted(tmp_path, damage):
+    clip = _write(tmp_path / "clip.wav", tone(3.5), 22050)
+    cache = tmp_path / "cache"
+    fresh = extract_file(clip)
+    extract_file(clip, cache_dir=cache)
+    entry = _entry(cache)
+    data = entry.read_bytes()
+    with np.load(entry) as npz:
+        good = {k: npz[k] for k in npz.files}
+    key = str(good.pop("key"))
+    if damage == "truncated":
+        entry.write_bytes(data[: len(data) // 2])
+    elif damage == "garbage":
+        entry.write_bytes(os.urandom(len(data)))
+    elif damage == "empty":
+        entry.write_bytes(b"")
+    elif damage == "bit flip":  # inside the stored values: the zip's CRC catches it
+        b = bytearray(data)
+        at = data.index(good["values"].tobytes()[:16]) + 8
+        b[at] ^= 0x10
+        entry.write_bytes(bytes(b))
+    elif damage == "another file's entry":
+        _savez_entry(entry, key.replace(entry.stem, "0" * 64), **{**good, "values": good["values"] + 1})
+    elif damage == "NaN values":
+        _savez_entry(entry, key, **{**good, "values": good["values"] * np.nan})
+    elif damage == "wrong width":
+        _savez_entry(entry, key, **{**good, "values": good["values"][:, :40]})
+    elif damage == "rows disagree":
+        _savez_entry(entry, key, **{**good, "starts": np.zeros(3), "ends": np.ones(3), "silent": np.zeros(3, bool)})
+    elif damage == "no silent array":
+        _savez_entry(entry, key, **{k: v for k, v in good.items() if k != "silent"})
+    elif damage == "strings":
+        _savez_entry(entry, key, **{**good, "starts": np.asarray(["a"] * len(good["starts"]))})
+    got = extract_file(clip, cache_dir=cache)
+    np.testing.assert_allclose(got.values, fresh.values)
+    np.testing.assert_array_equal(got.silent, fresh.silent)
+    with np.load(_entry(cache)) as npz:  # and the entry was written again, sound
+        np.testing.assert_allclose(npz["values"], fresh.values)
+
+
+def test_an_unusable_cache_only_costs_time(tmp_path, monkeypatch):
+    clip = _write(tmp_path / "clip.wav", tone(3.5), 22050)
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache folder should be")
+    assert extract_file(clip, cache_dir=blocker).values.shape == (1, get_feature_set().n_features)
+
+    def interrupted(fh, **arrays):  # a kill in the middle of writing an entry
+        fh.write(b"PK\x03\x04half")
+        raise KeyboardInterrupt
+
+    cache = tmp_path / "real cache"
+    monkeypatch.setattr(np, "savez", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        extract_file(clip, cache_dir=cache)
+    assert [p for p in cache.rglob("*") if p.is_file()] == []  # no entry, no temporary file
+
+
+def test_a_pipe_is_refused_not_waited_on_even_with_a_cache(tmp_path):
+    pipe = _fifo(tmp_path / "pipe.wav")
+    code = ("import sys\nfrom genre_id.extraction import extract_file\nfrom genre_id.errors import AudioError\n"
+            "try:\n    extract_file(sys.argv[1], cache_dir=sys.argv[2])\nexcept AudioError as exc:\n    print(exc)\n")
+    r = _run(["-c", code, str(pipe), str(tmp_path / "cache")], timeout=60)
+    assert r.stdout == f"{pipe}: not a regular file\n", r.stderr
+
+
+_CACHE_STRESS = """
+import sys
+import numpy as np
+from genre_id.cache import FeatureCache
+
+cache = FeatureCache(sys.argv[1], namespace="stress")
+rng = np.random.default_rng(int(sys.argv[2]))
+bad = 0
+for _ in range(400):
+    digest = "%064x" % int(rng.integers(4))
+    n = int(rng.integers(1, 40))
+    cache.put(digest, values=np.full((n, 57), float(n)), starts=np.arange(n) * 30.0)
+    entry = cache.get("%064x" % int(rng.integers(4)))
+    if entry is not None:
+        v = entry["values"]
+        bad += not (v.shape == (len(entry["starts"]), 57) and (v == v.shape[0]).all())
+print(bad)
+"""
+
+_EXTRACT = """
+import sys
+from genre_id.extraction import extract_files, FileFailure
+
+results = extract_files(sys.argv[2:], cache_dir=sys.argv[1], workers=1, progress=False)
+print(sum(isinstance(r, FileFailure) for r in results))
+"""
+
+
+def test_concurrent_processes_sharing_a_cache_corrupt_nothing(tmp_path):
+    cache = tmp_path / "cache"
+    stress = [subprocess.Popen([PY, "-c", _CACHE_STRESS, str(cache), str(seed)], stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)}) for seed in (1, 2)]
+    outs = [p.communicate(timeout=120)[0] for p in stress]
+    assert [p.returncode for p in stress] == [0, 0] and [o.strip() for o in outs] == ["0", "0"]
+
+    clips = [_write(tmp_path / f"clip{i}.wav", tone(3.0 + 0.25 * i, freq=300.0 * (i + 1)), 22050) for i in range(4)]
+    procs = [subprocess.Popen([PY, "-c", _EXTRACT, str(cache), *map(str, order)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}) for order in (clips, clips[::-1])]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0] and [o.strip() for o in outs] == ["0", "0"]
+    assert not [p for p in cache.rglob("*") if p.name.startswith(".tmp-")]
+    for clip in clips:
+        cached = extract_file(clip, cache_dir=cache)
+        np.testing.assert_allclose(cached.values, extract_file(clip).values)
