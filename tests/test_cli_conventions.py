@@ -388,7 +388,9 @@ def quick_training(monkeypatch):
         failures = ()
 
     monkeypatch.setattr(train_cli, "_load_data", lambda args: Data())
-    monkeypatch.setattr("genre_id.training.fit", lambda data, **kw: load_bundle())
+    from genre_id.model import DEFAULT_MODEL_DIR
+
+    monkeypatch.setattr("genre_id.training.fit", lambda data, **kw: load_bundle(DEFAULT_MODEL_DIR / "levelfree"))
 
 
 @pytest.mark.parametrize("failure, words", [(_enospc, "No space left on device"), (_eacces, "Permission denied")])

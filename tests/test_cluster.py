@@ -121,7 +121,7 @@ def test_training_extraction_equals_local_and_uses_the_worker_cache(executor, cl
         executor.client.run(_set_env, "GENRE_ID_CACHE_DIR", None)
     assert not remote.failures and list(remote.groups) == list(local.groups)
     np.testing.assert_array_equal(remote.y, local.y)
-    np.testing.assert_allclose(remote.x, local.x, atol=1e-9, rtol=0)
+    np.testing.assert_allclose(remote.x, local.x, rtol=1e-6)  # float32 features; BLAS threads may differ
     assert len(list(worker_cache.rglob("*.npz"))) == 4 and not client_cache.exists()
 
 

@@ -30,7 +30,7 @@ def _model(tmp_path: Path, name: str = "m") -> Path:
     folder = tmp_path / name
     folder.mkdir()
     for f in ("model.json", "weights.npz"):
-        shutil.copy(DEFAULT_MODEL_DIR / f, folder / f)
+        shutil.copy(DEFAULT_MODEL_DIR / "levelfree" / f, folder / f)
     return folder
 
 
@@ -87,7 +87,8 @@ def test_the_shipped_model_still_loads_and_predicts() -> None:
     bundle = load_bundle()
     assert bundle.labels[0] == "blues" and len(bundle.labels) == 10
     assert bundle.window_seconds == 30.0 and bundle.min_seconds == 3.0
-    p = bundle.predict_proba(np.zeros((2, bundle.network.n_inputs), dtype=np.float32))
+    width = sum(m.network.n_inputs for m in bundle.members)
+    p = bundle.predict_proba(np.zeros((2, width), dtype=np.float32))
     assert p.shape == (2, 10) and np.allclose(p.sum(axis=1), 1, atol=1e-5)
 
 
