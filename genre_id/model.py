@@ -52,7 +52,7 @@ __all__ = [
     "load_bundle",
     "save_bundle",
     "save_ensemble",
-    "record_evaluation",
+    "record_metadata",
 ]
 
 MODEL_FORMAT = "genre-id-model"
@@ -644,8 +644,8 @@ def save_ensemble(members: Sequence[str | os.PathLike[str]], path: str | os.Path
     return _write_model_folder(path, write)
 
 
-def record_evaluation(path: str | os.PathLike[str], evaluation: Mapping) -> Path:
-    """Store ``evaluation`` (figures measured on the model) in the model folder's ``model.json``, atomically."""
+def record_metadata(path: str | os.PathLike[str], entries: Mapping) -> Path:
+    """Add ``entries`` (e.g. ``{"evaluation": figures}``) to a model folder's ``model.json``, atomically."""
     folder = Path(path)
     meta = _read_json(folder / _META_FILE)
     load_bundle(folder)  # only a sound model gets figures
@@ -654,7 +654,7 @@ def record_evaluation(path: str | os.PathLike[str], evaluation: Mapping) -> Path
         for child in folder.iterdir():
             if child.name != _META_FILE:
                 (shutil.copytree if child.is_dir() else shutil.copy2)(child, tmp / child.name)
-        _write_json(tmp / _META_FILE, {**meta, "evaluation": dict(evaluation)})
+        _write_json(tmp / _META_FILE, {**meta, **entries})
 
     return _write_model_folder(folder, write)
 

@@ -29,9 +29,11 @@ sys.path.insert(0, str(ROOT / "scripts" / "bench"))
 from bench_common import shared_data_dir  # noqa: E402
 
 
-def run(args: list[str]) -> None:
-    print("$ genre-id " + " ".join(shlex.quote(a) for a in args), flush=True)
+def run(args: list[str]) -> str:
+    line = "genre-id " + " ".join(shlex.quote(a) for a in args)
+    print("$ " + line, flush=True)
     subprocess.run([sys.executable, "-m", "genre_id.cli", *args], check=True, cwd=ROOT)
+    return line
 
 
 def main() -> int:
@@ -45,12 +47,17 @@ def main() -> int:
     clips = str(data / "gtzan_mini")
     with tempfile.TemporaryDirectory(prefix="genre-id-members-") as tmp:
         levelfree, musicnn = f"{tmp}/levelfree", f"{tmp}/musicnn-msd"
-        run(["train", "--table", str(data / "gtzan_features_30_sec.csv"), "--augment-from", clips,
-             "--out", levelfree, "--name", "default-levelfree", "--model-version", "2", *cache])
-        run(["train", clips, "--feature-set", "musicnn-msd",
-             "--out", musicnn, "--name", "default-musicnn-msd", "--model-version", "2", *cache])
-        run(["ensemble", levelfree, musicnn, "--fusion", "geometric-mean", "--out", args.out,
-             "--name", "default", "--model-version", "2"])
+        steps = [
+            run(["train", "--table", str(data / "gtzan_features_30_sec.csv"), "--augment-from", clips,
+                 "--out", levelfree, "--name", "default-levelfree", "--model-version", "2", *cache]),
+            run(["train", clips, "--feature-set", "musicnn-msd",
+                 "--out", musicnn, "--name", "default-musicnn-msd", "--model-version", "2", *cache]),
+            run(["ensemble", levelfree, musicnn, "--fusion", "geometric-mean", "--out", args.out,
+                 "--name", "default", "--model-version", "2"]),
+        ]
+    from genre_id.model import record_metadata
+
+    record_metadata(args.out, {"rebuild": {"command": "python scripts/build_default_model.py", "steps": steps}})
     return 0
 
 

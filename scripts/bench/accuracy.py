@@ -183,13 +183,13 @@ def main() -> int:
                        [(*r[:4], verdict(r[4])) for r in rows]))
     print(f"\n{time.time() - t0:.0f} s; reports in {', '.join(str(p) for p in paths_written[:2])}")
     if args.record_in:
-        from genre_id.model import record_evaluation
+        from genre_id.model import record_metadata
 
-        record_evaluation(args.record_in, {
+        record_metadata(args.record_in, {"evaluation": {
             "command": command, "date": time.strftime("%Y-%m-%d"),
             "figures": [{"measure": r[0].strip(), "reference": r[1], "target": r[2], "value": r[3],
                          "passed": None if r[4] is None else bool(r[4])} for r in rows],
-        })
+        }})
         print(f"figures recorded in {Path(args.record_in) / 'model.json'}")
     return 0
 
