@@ -194,7 +194,9 @@ def extract_samples(
 
 
 def _namespace(fs: FeatureSet, window_seconds: float, min_seconds: float) -> str:
-    return f"{fs.name}-v{fs.version}-w{window_seconds:g}-m{min_seconds:g}-a{MIN_ACTIVE_SECONDS:g}"
+    """The cache's folder for ``fs``: every part's version counts (a combined set has none of its own)."""
+    version = "+".join(str(m.version) for m in fs.members) if fs.members else str(fs.version)
+    return f"{fs.name}-v{version}-w{window_seconds:g}-m{min_seconds:g}-a{MIN_ACTIVE_SECONDS:g}"
 
 
 def extract_file(
