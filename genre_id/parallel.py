@@ -31,6 +31,7 @@ changing its callers:
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -170,6 +171,11 @@ class LocalExecutor(Executor):
                 for proc in list((getattr(pool, "_processes", None) or {}).values()):
                     proc.terminate()
             pool.shutdown(wait=finished, cancel_futures=True)
+            # CPython 3.11 wakes every pool's manager thread at exit, even a finished one whose
+            # pipe is closed ("Exception ignored ... Bad file descriptor" on stderr) unless the
+            # thread was collected; it sits in a reference cycle, so collect it now (3.12 checks).
+            del pool
+            gc.collect()
         return [i for i in indices if i >= out and i not in done], out
 
 
