@@ -217,7 +217,8 @@ def test_ctrl_c_cancels_the_remaining_work_and_exits_130(cluster, mini_dir):
     files = sorted(mini_dir.glob("*/*.flac"))[::2]  # fifty clips: far more than the workers finish before Ctrl-C
     proc = subprocess.Popen([sys.executable, "-m", "genre_id.cli", "identify", "--json",
                              "--scheduler", cluster.scheduler_address, *map(str, files)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as from a terminal
     first = proc.stdout.readline()  # the stream starts before the batch is done
     assert json.loads(first)["file"] == str(files[0])
     proc.send_signal(signal.SIGINT)

@@ -256,6 +256,11 @@ while True:
 """
 
 
+def _default_sigint() -> None:
+    """In the child: Ctrl-C as a terminal gives it, even when the tests run as a background job (which ignores it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _check_complete_model(target: Path) -> str:
     bundle = load_bundle(target)
     version = bundle.version
@@ -282,7 +287,7 @@ def test_killing_a_save_leaves_the_old_or_the_new_model(tmp_path, sig):
     forced = False  # a Ctrl-C that a very busy machine did not deliver in time was followed by a kill
     for _ in range(5):
         proc = subprocess.Popen([PY, str(script), str(target)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                env={**os.environ, "PYTHONPATH": str(ROOT)}, text=True)
+                                env={**os.environ, "PYTHONPATH": str(ROOT)}, text=True, preexec_fn=_default_sigint)
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(rng.uniform(0.05, 0.6))
         proc.send_signal(sig)
