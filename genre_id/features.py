@@ -34,6 +34,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from .audio import DEFAULT_SAMPLE_RATE
 from .errors import FeatureVersionError
 
 __all__ = [
@@ -83,8 +84,8 @@ def _needs_hpss(columns: Sequence[str]) -> bool:
 
 
 def measure(
-    y: np.ndarray, *, sr: int = 22050, n_fft: int = 2048, hop_length: int = 512, columns: Sequence[str] | None = None,
-    engine: str = "auto",
+    y: np.ndarray, *, sr: int = DEFAULT_SAMPLE_RATE, n_fft: int = 2048, hop_length: int = 512,
+    columns: Sequence[str] | None = None, engine: str = "auto",
 ) -> np.ndarray:
     """The GTZAN-table descriptors named in ``columns`` (default: all 57), from one STFT of ``y``.
 
@@ -371,8 +372,8 @@ def _groups(columns: list[str]) -> dict[str, tuple[str, ...]]:
 
 def _gtzan_recipe(name: str, columns: Sequence[str], **kwargs) -> FeatureSet:
     """A feature set measured with the GTZAN table's settings (librosa defaults: 22050 Hz, n_fft 2048, hop 512)."""
-    return FeatureSet(name=name, version=1, sample_rate=22050, n_fft=2048, hop_length=512, columns=tuple(columns),
-                      groups=_groups(list(columns)), **kwargs)
+    return FeatureSet(name=name, version=1, sample_rate=DEFAULT_SAMPLE_RATE, n_fft=2048, hop_length=512,
+                      columns=tuple(columns), groups=_groups(list(columns)), **kwargs)
 
 
 #: The level (RMS) every window is brought to before MSD_musicnn hears it: -20 dBFS.
@@ -405,8 +406,8 @@ def _musicnn_recipe() -> FeatureSet:
     of the 200-unit penultimate layer.
     """
     cols = tuple(f"msd_penultimate_{i:03d}" for i in range(200))
-    return FeatureSet(name="musicnn-msd", version=1, sample_rate=22050, n_fft=512, hop_length=256, columns=cols,
-                      groups={"musicnn (MSD) embedding": cols}, _measure=_musicnn_msd)
+    return FeatureSet(name="musicnn-msd", version=1, sample_rate=DEFAULT_SAMPLE_RATE, n_fft=512, hop_length=256,
+                      columns=cols, groups={"musicnn (MSD) embedding": cols}, _measure=_musicnn_msd)
 
 
 FEATURE_SETS: dict[str, FeatureSet] = {

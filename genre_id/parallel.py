@@ -2,7 +2,8 @@
 
 >>> from functools import partial
 >>> from genre_id.parallel import FileFailure, map_files
->>> for path, result in zip(paths, map_files(partial(extract_file, feature_set="levelfree"), paths)):  # doctest: +SKIP
+>>> extract = partial(extract_file, feature_set="levelfree")  # doctest: +SKIP
+>>> for path, result in zip(paths, map_files(extract, paths), strict=True):  # doctest: +SKIP
 ...     print(path, result.message if isinstance(result, FileFailure) else result.duration)
 
 :func:`map_files` calls ``fn(item)`` for every item and yields the results in
@@ -148,6 +149,7 @@ class LocalExecutor(Executor):
         pool = ProcessPoolExecutor(max_workers=min(workers, len(indices)),
                                    mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_worker_init, initargs=(self.threads_per_worker,))
+        futures: dict = {}
         finished = False
         try:
             futures = {i: pool.submit(call_isolated, fn, items[i]) for i in indices}
@@ -167,13 +169,19 @@ class LocalExecutor(Executor):
                     out += 1
             finished = True
         finally:
+            # A reader that stops after the last result (zip over the names) closes this generator
+            # at its final yield: that is not an interruption when every item has finished.
+            finished = finished or all(f.done() for f in futures.values())
+            manager = getattr(pool, "_executor_manager_thread", None)
             if not finished:  # a dead worker, an interrupt, or the reader went away: stop the others now
                 for proc in list((getattr(pool, "_processes", None) or {}).values()):
                     proc.terminate()
             pool.shutdown(wait=finished, cancel_futures=True)
-            # CPython 3.11 wakes every pool's manager thread at exit, even a finished one whose
-            # pipe is closed ("Exception ignored ... Bad file descriptor" on stderr) unless the
-            # thread was collected; it sits in a reference cycle, so collect it now (3.12 checks).
+            if not finished and manager is not None:
+                # CPython 3.11 wakes every pool's manager thread at exit without its lock; one still
+                # closing its pipe then prints "Exception ignored ... Bad file descriptor".  With the
+                # workers terminated it ends at once; wait for it (bounded).
+                manager.join(timeout=10)
             del pool
             gc.collect()
         return [i for i in indices if i >= out and i not in done], out

@@ -197,7 +197,8 @@ class Recognizer:
             return
         extract = partial(extract_file, feature_set=self.feature_set.name, window_seconds=self.bundle.window_seconds,
                           min_seconds=self.bundle.min_seconds)
-        for name, windows in zip(names, map_files(extract, names, workers=workers, executor=executor)):
+        results = map_files(extract, names, workers=workers, executor=executor)
+        for name, windows in zip(names, results, strict=True):
             if isinstance(windows, FileFailure):
                 yield name, windows
             else:

@@ -22,6 +22,8 @@ did not write itself goes through one of these functions:
     always encodable as UTF-8.
 :func:`clip`
     bounds a stored text (a tag value) to a number of characters.
+:func:`text_table`
+    aligned columns of such text (``index list``, the benchmarks' tables).
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ import base64
 import json
 import os
 import re
+from collections.abc import Collection, Sequence
 from typing import Any
 
-__all__ = ["MAX_TAG_CHARS", "clip", "json_line", "one_line", "path_fields", "valid_unicode"]
+__all__ = ["MAX_TAG_CHARS", "clip", "json_line", "one_line", "path_fields", "text_table", "valid_unicode"]
 
 #: Longest title or artist stored in a fingerprint database, characters.
 MAX_TAG_CHARS = 1024
@@ -136,3 +139,28 @@ def clip(text: str, max_chars: int = MAX_TAG_CHARS) -> str:
     if len(text) <= max_chars:
         return text
     return text[: max_chars - 1] + "\u2026"
+
+
+def text_table(header: Sequence[object], rows: Sequence[Sequence[object]], *, right: Collection[int] = (),
+               rule: bool = False) -> str:
+    """An aligned text table: ``header``, a line of dashes when ``rule``, then ``rows``.
+
+    Every cell is shown with :func:`one_line` (escaped before the widths are
+    measured, so columns line up whatever the text holds); columns are two
+    spaces apart, those whose index is in ``right`` right-aligned, the last one
+    not padded.
+    """
+    cells = [[one_line(c) for c in header]] + [[one_line(c) for c in row] for row in rows]
+    n = len(cells[0])
+    if any(len(row) != n for row in cells):
+        raise ValueError("every row needs as many cells as the header")
+    widths = [max(len(row[i]) for row in cells) for i in range(n)]
+
+    def line(row: Sequence[str]) -> str:
+        return "  ".join(c.rjust(w) if i in right else c if i == n - 1 else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(row, widths)))
+
+    lines = [line(row) for row in cells]
+    if rule:
+        lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -21,7 +21,7 @@ from genre_id.cli import main
 from genre_id.fingerprint import FingerprintIndex
 from genre_id.fingerprint.metadata import title_and_artist
 from genre_id.fingerprint.store import FingerprintDBError, SQLiteStore
-from genre_id.textsafe import MAX_TAG_CHARS, json_line, one_line, path_fields
+from genre_id.textsafe import MAX_TAG_CHARS, json_line, one_line, path_fields, text_table
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 22050
@@ -235,6 +235,19 @@ def test_one_line_escapes_everything_a_terminal_acts_on() -> None:
     for ch in map(chr, range(0x110000)):
         line = one_line(ch)
         assert line.isprintable() and "\n" not in line
+
+
+def test_a_table_lines_up_escaped_cells_one_row_per_line() -> None:
+    table = text_table(("id", "title", "file"), [(7, "a\nerror: forged", "x.wav"), (12, "Blue", "y.wav")],
+                       right={0}, rule=True)
+    assert table.splitlines() == [
+        "id  title             file",
+        "--  ----------------  -----",
+        " 7  a\\nerror: forged  x.wav",
+        "12  Blue              y.wav",
+    ]
+    with pytest.raises(ValueError):
+        text_table(("a", "b"), [("only one",)])
 
 
 def test_json_forms_are_lossless_and_inert() -> None:

@@ -55,6 +55,20 @@ def test_a_dying_worker_costs_only_its_item():
     assert isinstance(results[4], FileFailure) and results[4].internal
 
 
+@pytest.mark.slow
+def test_a_reader_that_stops_after_the_last_result_leaves_no_pool_behind():
+    # zip(names, map_files(...)) stops after the last result without resuming the generator; the
+    # pool must still be shut down and joined, or CPython 3.11 prints "Bad file descriptor" at exit.
+    import threading
+
+    names = ["a", "b", "c"]
+    it = map_files(_work, names, workers=2)
+    assert [r for _, r in zip(names, it)] == ["A", "B", "C"]
+    it.close()
+    managers = [t for t in threading.enumerate() if type(t).__name__ == "_ExecutorManagerThread"]
+    assert managers == []
+
+
 def test_results_stream_before_the_batch_is_done():
     seen = []
 

@@ -19,7 +19,7 @@ from typing import Any
 from ..errors import AudioError, GenreIdError
 from ..fingerprint.index import FileResult, FingerprintIndex
 from ..fingerprint.store import Recording
-from ..textsafe import json_line, one_line
+from ..textsafe import json_line, one_line, text_table
 from .common import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, add_scheduler_argument, progress
 from .common import fail as _error
 
@@ -147,17 +147,8 @@ def _artist_text(artist: str | None) -> str:
 
 
 def _format_table(recordings: list[Recording]) -> str:
-    rows = [("id", "title", "artist", "seconds", "file")] + [
-        (str(r.id), one_line(r.title), one_line(_artist_text(r.artist)), f"{r.duration:.1f}", one_line(r.path))
-        for r in recordings
-    ]  # escaped before the widths are measured, so that columns line up
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    return "\n".join(
-        "  ".join(
-            [row[0].rjust(widths[0])] + [row[i].ljust(widths[i]) for i in (1, 2)] + [row[3].rjust(widths[3]), row[4]]
-        )
-        for row in rows
-    )
+    rows = [(r.id, r.title, _artist_text(r.artist), f"{r.duration:.1f}", r.path) for r in recordings]
+    return text_table(("id", "title", "artist", "seconds", "file"), rows, right={0, 3})
 
 
 def cmd_index_list(args: argparse.Namespace) -> int:

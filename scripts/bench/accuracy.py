@@ -35,7 +35,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench_common import ROOT, format_table, shared_data_dir, verdict
+from bench_common import ROOT, shared_data_dir, verdict
+from genre_id.textsafe import text_table
 
 FUSION = "geometric-mean"
 
@@ -179,8 +180,8 @@ def main() -> int:
 
         atomic_write(Path(args.out) / "robustness.json", (json.dumps(stability, indent=2) + "\n").encode())
     print()
-    print(format_table(("measure", "reference", "target", "value", "result"),
-                       [(*r[:4], verdict(r[4])) for r in rows]))
+    print(text_table(("measure", "reference", "target", "value", "result"),
+                     [(*r[:4], verdict(r[4])) for r in rows], rule=True))
     print(f"\n{time.time() - t0:.0f} s; reports in {', '.join(str(p) for p in paths_written[:2])}")
     if args.record_in:
         from genre_id.model import record_metadata

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run from a checkout: use its genre_id
     sys.path.insert(0, str(ROOT))
 
-__all__ = ["ROOT", "shared_data_dir", "format_table", "verdict", "Measured", "run_measured", "env_with_checkout"]
+__all__ = ["ROOT", "shared_data_dir", "verdict", "Measured", "run_measured", "env_with_checkout"]
 
 
 def shared_data_dir() -> Path:
@@ -34,14 +34,6 @@ def verdict(ok: bool | None, *, passed: str = "pass", failed: str = "FAIL", info
     """The result cell of a row: ``info`` when the row has no target."""
     return info if ok is None else passed if ok else failed
 
-
-def format_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """An aligned text table: the header, a line of dashes, then the rows."""
-    cells = [tuple(header)] + [tuple(str(c) for c in row) for row in rows]
-    widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
-    lines = ["  ".join(c[i].ljust(widths[i]) for i in range(len(header))).rstrip() for c in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 #: Runs one command and prints, as JSON, its wall time, exit code, CPU times and peak RSS

@@ -49,7 +49,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from bench_common import format_table, shared_data_dir, verdict
+from bench_common import shared_data_dir, verdict
+from genre_id.textsafe import text_table
 
 from genre_id.audio import PathLike, load
 from genre_id.dataset import scan_folder
@@ -320,8 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     rows = run_benchmark(data, seed=args.seed, excerpts=args.excerpts)
     print()
-    print(format_table(("measure", "value", "target", "result"),
-                       [(r.measure, r.value, r.target, verdict(r.passed)) for r in rows]))
+    print(text_table(("measure", "value", "target", "result"),
+                     [(r.measure, r.value, r.target, verdict(r.passed)) for r in rows], rule=True))
     return 0 if all(r.passed is not False for r in rows) else 1
 
 

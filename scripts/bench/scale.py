@@ -29,7 +29,8 @@ import json
 import sys
 from pathlib import Path
 
-from bench_common import env_with_checkout, format_table, run_measured, shared_data_dir
+from bench_common import env_with_checkout, run_measured, shared_data_dir
+from genre_id.textsafe import text_table
 
 FMA_TRACKS = 106_574
 FMA_HOURS = 880.0
@@ -74,9 +75,9 @@ def main() -> int:
     print(f"identify over {len(files)} real clips ({len(reference)} identified, "
           f"{next(iter(rows.values()))['audio_s']:.0f} s of audio), one process per row; same genres in every "
           f"row: {'yes' if same else 'NO'}")
-    print(format_table(["setup", "wall s", "files/s", "x real time"],
-                       [(k, f"{r['wall']:.1f}", f"{r['files_per_s']:.2f}", f"{r['x_realtime']:.0f}")
-                        for k, r in rows.items()]))
+    print(text_table(["setup", "wall s", "files/s", "x real time"],
+                     [(k, f"{r['wall']:.1f}", f"{r['files_per_s']:.2f}", f"{r['x_realtime']:.0f}")
+                      for k, r in rows.items()], rule=True))
 
     machine = rows["Dask, 2 workers x 1 thread"]
     per_track = FMA_HOURS * 3600 / FMA_TRACKS
@@ -90,7 +91,7 @@ def main() -> int:
     for n in (int(x) for x in args.machines.split(",")):
         seconds = FMA_HOURS * 3600 / (machine["x_realtime"] * n)
         proj.append((n, f"{seconds / 3600:.2f}", f"{seconds / 60:.0f}", f"{FMA_TRACKS / seconds:.1f}"))
-    print(format_table(["machines N", "hours", "minutes", "tracks/s"], proj))
+    print(text_table(["machines N", "hours", "minutes", "tracks/s"], proj, rule=True))
     print("  (assumes throughput adds up across machines: independent files, one scheduler at a few ms per task,\n"
           "   storage that serves every worker; FMA is mp3, whose decoding costs differ from these flac clips)")
     if args.json:

@@ -38,7 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from bench_common import ROOT, env_with_checkout, format_table, run_measured, shared_data_dir, verdict
+from bench_common import ROOT, env_with_checkout, run_measured, shared_data_dir, verdict
+from genre_id.textsafe import text_table
 
 IDENTIFY = ROOT / "scripts" / "identify.py"
 
@@ -190,8 +191,8 @@ class Row:
 
 
 def table(rows: Sequence[Row]) -> str:
-    return format_table(("measure", "ours", "reference (same run)", "ratio", "target", "result"),
-                        [(r.measure, r.value, r.reference, r.ratio, r.target, r.verdict) for r in rows])
+    return text_table(("measure", "ours", "reference (same run)", "ratio", "target", "result"),
+                      [(r.measure, r.value, r.reference, r.ratio, r.target, r.verdict) for r in rows], rule=True)
 
 
 def _say(msg: str) -> None:
