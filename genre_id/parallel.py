@@ -13,7 +13,8 @@ others go on: a :class:`~genre_id.errors.GenreIdError` is the input's fault,
 any other exception is a bug (``internal``), and a worker process that dies
 (a decoder crash, the system killing it) costs only the item it was working
 on.  Each worker process uses one BLAS/OpenMP thread, so that N workers use N
-cores.
+cores, and (with glibc) keeps arrays up to 32 MiB on its heap (see
+:func:`keep_arrays_on_the_heap`).
 
 The function to run is an argument: this module imports nothing of the
 pipeline.  ``fn`` and the items must be picklable (a module-level function,
@@ -43,7 +44,7 @@ from typing import Any, TypeVar
 from .errors import GenreIdError
 
 __all__ = ["FileFailure", "Executor", "LocalExecutor", "map_files", "call_isolated", "default_workers",
-           "use_executor", "current_executor"]
+           "use_executor", "current_executor", "keep_arrays_on_the_heap"]
 
 R = TypeVar("R")
 
@@ -82,6 +83,41 @@ def default_workers(requested: int | None, n_items: int) -> int:
     return max(1, min(requested, n_items))
 
 
+#: glibc ``mallopt`` parameters (``malloc.h``).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def keep_arrays_on_the_heap() -> None:
+    """glibc only: serve allocations up to 32 MiB from the heap, and give it back above 64 MiB free.
+
+    These are the limits glibc's own dynamic threshold grows to, fixed from the
+    start.  It matters on Dask: the nanny starts every worker with
+    ``MALLOC_TRIM_THRESHOLD_=65536``, which also freezes the mmap threshold at
+    128 kB, so every STFT-sized array is mapped, faulted in page by page and
+    unmapped again.  That doubled the CPU time per file on a Dask worker
+    (1.3 s against 0.65 s for the default model on a 30 s clip); with these
+    limits it is 0.45 s.  In a plain process it saves about 13% of the time
+    of one long file (a page fault per 4 kB of every large array otherwise).
+    Worker processes call it; so does the ``genre-id`` command.  A library
+    user's own process is left as it is.  Elsewhere than glibc, a no-op.
+    """
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        import platform
+
+        if platform.libc_ver()[0] != "glibc":
+            return
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError, ValueError):  # pragma: no cover - not glibc after all
+        return
+    mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+    mallopt(_M_TRIM_THRESHOLD, 64 << 20)
+
+
 def _worker_init(threads: int) -> None:
     """In each worker process, before the work imports numpy: ``threads`` threads for BLAS and OpenMP."""
     for var in _THREAD_VARIABLES:
@@ -92,6 +128,7 @@ def _worker_init(threads: int) -> None:
         threadpool_limits(threads)  # for any library already loaded
     except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
         pass
+    keep_arrays_on_the_heap()
 
 
 class Executor:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import platform
 import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -67,6 +70,35 @@ def test_a_reader_that_stops_after_the_last_result_leaves_no_pool_behind():
     it.close()
     managers = [t for t in threading.enumerate() if type(t).__name__ == "_ExecutorManagerThread"]
     assert managers == []
+
+
+_FAULTS = """
+import resource, sys
+import numpy as np
+if sys.argv[1] == "init":
+    from genre_id.parallel import _worker_init
+    _worker_init(1)
+np.ones(1)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(100):
+    block = np.ones(1 << 18)  # 2 MiB, the size of an STFT
+    del block
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="glibc only")
+def test_workers_keep_arrays_on_the_heap_even_under_dasks_malloc_setting():
+    # Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which pins glibc's mmap threshold at
+    # 128 kB: every array is then mapped and faulted in afresh (about 512 page faults per 2 MiB array).
+    env = {**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536"}
+
+    def faults(mode):
+        out = subprocess.run([sys.executable, "-c", _FAULTS, mode], env=env, capture_output=True, text=True, check=True)
+        return int(out.stdout)
+
+    assert faults("plain") > 100 * 400  # the setting's cost is real here
+    assert faults("init") < 100 * 40  # a worker reuses its heap
 
 
 def test_results_stream_before_the_batch_is_done():

@@ -20,6 +20,7 @@ import sys
 from typing import Sequence
 
 from ..errors import GenreIdError
+from ..parallel import keep_arrays_on_the_heap
 from .common import (
     ENVIRONMENT_ERRNOS,
     EXIT_BAD_INPUT,
@@ -73,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = argv
+    keep_arrays_on_the_heap()  # this process is ours: large arrays reused, not faulted in afresh
     try:
         with executor_for(args) as args.executor:
             return int(args.func(args))
