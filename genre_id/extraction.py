@@ -30,11 +30,12 @@ from . import audio
 from .cache import FeatureCache, file_digest
 from .errors import AudioError, AudioTooShortError, GenreIdError
 from .features import DEFAULT_FEATURE_SET, FeatureSet, Features, get_feature_set
-from .parallel import FileFailure, map_files
+from .parallel import FileFailure, WorkerDiedError, map_ahead, map_files
 
 __all__ = [
     "SILENCE_RMS",
     "MIN_ACTIVE_SECONDS",
+    "PARALLEL_MIN_WINDOWS",
     "active_seconds",
     "WindowFeatures",
     "FileFailure",
@@ -49,6 +50,9 @@ SILENCE_RMS = 1e-4
 #: A window with less active audio than this (seconds; the whole window when it is shorter) is silent.
 MIN_ACTIVE_SECONDS = 2.0
 _FRAME_SECONDS = 0.05
+#: A file needs this many windows (4 minutes of 30 s windows) before its windows are spread over
+#: processes: below it, starting them costs about what they save.
+PARALLEL_MIN_WINDOWS = 8
 
 
 def active_seconds(samples: np.ndarray, *, sr: int) -> float:
@@ -128,27 +132,41 @@ def _window_features(samples: np.ndarray, feature_set: FeatureSet, name: str) ->
                      f"({problem}; sample peak {peak:.3g})")
 
 
+def _window_row(window: tuple[float, np.ndarray], *, feature_set: FeatureSet | str,
+                name: str) -> tuple[float, float, bool, np.ndarray | None]:
+    """One window's ``(start, end, silent, features)``: seconds, seconds, no genre to name here, the row (or None)."""
+    fs = get_feature_set(feature_set)
+    start, samples = window
+    sr = fs.sample_rate
+    active = active_seconds(samples, sr=sr)
+    quiet = active < min(MIN_ACTIVE_SECONDS, 0.9 * len(samples) / sr)  # NaN is not silence
+    return start, start + len(samples) / sr, quiet, None if quiet else _window_features(samples, fs, name)
+
+
 def extract_windows(
-    windows: Iterable[tuple[float, np.ndarray]], *, feature_set: FeatureSet, name: str = "audio"
+    windows: Iterable[tuple[float, np.ndarray]], *, feature_set: FeatureSet, name: str = "audio", workers: int = 1
 ) -> WindowFeatures:
     """Features of ``(start_seconds, samples)`` windows already at the feature set's rate.
 
-    ``name`` (the file's) starts the message of any error.
+    ``name`` (the file's) starts the message of any error.  With ``workers``
+    above 1 the windows are measured by that many local processes while this
+    one decodes (:func:`genre_id.parallel.map_ahead`: a few windows in
+    flight, so memory stays bounded); the result is the same.
     """
-    sr = feature_set.sample_rate
-    starts, ends, rows, silent = [], [], [], []
-    for start, samples in windows:
-        starts.append(start)
-        ends.append(start + len(samples) / sr)
-        active = active_seconds(samples, sr=sr)
-        quiet = active < min(MIN_ACTIVE_SECONDS, 0.9 * len(samples) / sr)  # NaN is not silence
-        silent.append(quiet)
-        rows.append(np.zeros(feature_set.n_features) if quiet else _window_features(samples, feature_set, name))
+    if workers > 1:
+        measure = partial(_window_row, feature_set=feature_set.name, name=name)
+        try:
+            rows = list(map_ahead(measure, windows, workers=workers))
+        except WorkerDiedError as exc:
+            raise AudioError(f"{name}: {exc}") from None
+    else:
+        rows = [_window_row(w, feature_set=feature_set, name=name) for w in windows]
     return WindowFeatures(
-        starts=np.asarray(starts, dtype=np.float64),
-        ends=np.asarray(ends, dtype=np.float64),
-        values=np.vstack(rows).astype(np.float64) if rows else np.zeros((0, feature_set.n_features)),
-        silent=np.asarray(silent, dtype=bool),
+        starts=np.asarray([r[0] for r in rows], dtype=np.float64),
+        ends=np.asarray([r[1] for r in rows], dtype=np.float64),
+        values=(np.vstack([np.zeros(feature_set.n_features) if r[3] is None else r[3] for r in rows]).astype(np.float64)
+                if rows else np.zeros((0, feature_set.n_features))),
+        silent=np.asarray([r[2] for r in rows], dtype=bool),
         feature_set=feature_set.name,
         version=feature_set.version,
     )
@@ -206,11 +224,15 @@ def extract_file(
     window_seconds: float = 30.0,
     min_seconds: float = 3.0,
     cache_dir: str | os.PathLike[str] | None = None,
+    workers: int = 1,
 ) -> WindowFeatures:
     """Window features of the audio file ``path``, decoded block by block.
 
     With ``cache_dir``, results are cached by the file's content; a cached
-    entry is checked before use and recomputed if it is not sound.
+    entry is checked before use and recomputed if it is not sound.  With
+    ``workers`` above 1, a file of at least :data:`PARALLEL_MIN_WINDOWS`
+    windows has its windows measured by that many processes (a long
+    recording on all cores); shorter files and streams are measured here.
     """
     fs = get_feature_set(feature_set)
     cache = digest = stamp = None
@@ -231,7 +253,9 @@ def extract_file(
     windows = audio.iter_windows(
         path, sample_rate=fs.sample_rate, window_seconds=window_seconds, min_seconds=min_seconds
     )
-    result = extract_windows(windows, feature_set=fs, name=str(path))
+    if workers > 1 and not _long_file(path, window_seconds):
+        workers = 1
+    result = extract_windows(windows, feature_set=fs, name=str(path), workers=workers)
     if cache is not None and digest:
         try:
             unchanged = _stamp(path) == stamp  # else the features may not be those of the digested bytes
@@ -243,6 +267,16 @@ def extract_file(
             except OSError:
                 pass  # a cache that cannot be written (full disk, read-only) only costs time
     return result
+
+
+def _long_file(path: str | os.PathLike[str] | audio.AudioStream, window_seconds: float) -> bool:
+    """Whether ``path`` is a file whose header promises at least :data:`PARALLEL_MIN_WINDOWS` windows."""
+    if not isinstance(path, (str, os.PathLike)):
+        return False
+    try:
+        return audio.info(path).duration >= PARALLEL_MIN_WINDOWS * window_seconds
+    except GenreIdError:
+        return False  # the decoder names the problem
 
 
 def _stamp(path: str | os.PathLike[str]) -> tuple[int, int, int]:

@@ -29,6 +29,10 @@ changing its callers:
 >>> from genre_id.cluster import connect
 >>> with connect("tcp://host:8786") as cluster, use_executor(cluster):  # doctest: +SKIP
 ...     data = load_folder("music/")  # its per-file work runs on the Dask cluster
+
+:func:`map_ahead` is the other shape of work: the parts of one input (the
+windows of an hour-long file) drawn lazily from an iterator, a few in flight,
+on local processes; they make one answer, so a failure fails the input.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from typing import Any, TypeVar
 from .errors import GenreIdError
 
 __all__ = ["FileFailure", "Executor", "LocalExecutor", "map_files", "call_isolated", "default_workers",
-           "use_executor", "current_executor", "keep_arrays_on_the_heap"]
+           "use_executor", "current_executor", "keep_arrays_on_the_heap", "map_ahead", "WorkerDiedError"]
 
 R = TypeVar("R")
 
@@ -208,20 +212,69 @@ class LocalExecutor(Executor):
         finally:
             # A reader that stops after the last result (zip over the names) closes this generator
             # at its final yield: that is not an interruption when every item has finished.
-            finished = finished or all(f.done() for f in futures.values())
-            manager = getattr(pool, "_executor_manager_thread", None)
-            if not finished:  # a dead worker, an interrupt, or the reader went away: stop the others now
-                for proc in list((getattr(pool, "_processes", None) or {}).values()):
-                    proc.terminate()
-            pool.shutdown(wait=finished, cancel_futures=True)
-            if not finished and manager is not None:
-                # CPython 3.11 wakes every pool's manager thread at exit without its lock; one still
-                # closing its pipe then prints "Exception ignored ... Bad file descriptor".  With the
-                # workers terminated it ends at once; wait for it (bounded).
-                manager.join(timeout=10)
+            _close_pool(pool, finished or all(f.done() for f in futures.values()))
             del pool
             gc.collect()
         return [i for i in indices if i >= out and i not in done], out
+
+
+def _close_pool(pool: Any, finished: bool) -> None:
+    """Shut ``pool`` down: wait for it when its work is done; else terminate its workers first."""
+    manager = getattr(pool, "_executor_manager_thread", None)
+    if not finished:  # a dead worker, an interrupt, or the reader went away: stop the others now
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            proc.terminate()
+    pool.shutdown(wait=finished, cancel_futures=True)
+    if not finished and manager is not None:
+        # CPython 3.11 wakes every pool's manager thread at exit without its lock; one still
+        # closing its pipe then prints "Exception ignored ... Bad file descriptor".  With the
+        # workers terminated it ends at once; wait for it (bounded).
+        manager.join(timeout=10)
+
+
+class WorkerDiedError(GenreIdError):
+    """A worker process of :func:`map_ahead` died (a crash in native code, or out of memory)."""
+
+
+def map_ahead(fn: Callable[[Any], R], items: Iterable[Any], *, workers: int, ahead: int | None = None) -> Iterator[R]:
+    """``fn(item)`` for the parts of one input (the windows of a long file) on ``workers`` local processes.
+
+    Items are drawn from ``items`` lazily, at most ``ahead`` (default: two per
+    worker) out at once, so memory stays bounded however long the input is;
+    results are yielded in order, each as soon as it and all before it are
+    done.  Unlike :func:`map_files` a failure is not isolated: the parts make
+    one answer, so an exception raised by ``fn`` is raised here (the rest is
+    cancelled), and a worker that dies raises :class:`WorkerDiedError`.
+    """
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    ahead = max(1, ahead if ahead is not None else 2 * workers)
+    pool = ProcessPoolExecutor(max_workers=max(1, workers), mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_worker_init, initargs=(1,))
+    pending: deque = deque()
+    finished = False
+
+    def first() -> R:
+        try:
+            return pending.popleft().result()
+        except BrokenProcessPool:
+            raise WorkerDiedError("a worker process died (a crash in native code, or out of memory)") from None
+
+    try:
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= ahead:
+                yield first()
+        while pending:
+            yield first()
+        finished = True
+    finally:
+        _close_pool(pool, finished)
+        del pool
+        gc.collect()
 
 
 _EXECUTOR: ContextVar[Executor | None] = ContextVar("genre_id_executor", default=None)

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -139,8 +140,9 @@ class Recognizer:
         """The model's name and version."""
         return {"name": self.bundle.name, "version": self.bundle.version}
 
-    def features(self, source: AudioSource, *, sample_rate: int | None = None, name: str | None = None) -> WindowFeatures:
-        """The model's features for ``source``, one row per window."""
+    def features(self, source: AudioSource, *, sample_rate: int | None = None, name: str | None = None,
+                 workers: int = 1) -> WindowFeatures:
+        """The model's features for ``source``, one row per window (``workers``: see :meth:`identify`)."""
         kw = dict(feature_set=self.feature_set, window_seconds=self.bundle.window_seconds,
                   min_seconds=self.bundle.min_seconds)
         if isinstance(source, np.ndarray):
@@ -153,9 +155,10 @@ class Recognizer:
         if not isinstance(source, (str, os.PathLike, AudioStream)):
             raise GenreIdError(f"cannot identify a {type(source).__name__}: pass a path to an audio file, "
                                "bytes or a binary file object of encoded audio, or a numpy array of samples")
-        return extract_file(source, **kw)
+        return extract_file(source, workers=workers, **kw)
 
-    def identify(self, source: AudioSource, *, sample_rate: int | None = None, top: int | None = None) -> Prediction:
+    def identify(self, source: AudioSource, *, sample_rate: int | None = None, top: int | None = None,
+                 workers: int = 1) -> Prediction:
         """Name the genre of an audio file or of samples.
 
         Parameters
@@ -168,6 +171,11 @@ class Recognizer:
             The samples' rate in Hz (only with samples).
         top
             How many genres :attr:`Prediction.top` lists (default 3).
+        workers
+            Processes that measure the windows of a long file (at least
+            :data:`~genre_id.extraction.PARALLEL_MIN_WINDOWS` windows) while
+            this one decodes it; default 1 (all in this process).  The answer
+            is the same.
 
         Raises
         ------
@@ -179,7 +187,8 @@ class Recognizer:
                 return self.identify(stream, top=top)
         name = "audio" if isinstance(source, np.ndarray) else os.fsdecode(source) if isinstance(
             source, (str, os.PathLike)) else str(source)
-        return self.classify(self.features(source, sample_rate=sample_rate, name=name), top=top, name=name)
+        return self.classify(self.features(source, sample_rate=sample_rate, name=name, workers=workers), top=top,
+                             name=name)
 
     def identify_files(
         self, paths: Sequence[str | os.PathLike[str]], *, workers: int | None = None, executor: Executor | None = None
@@ -187,13 +196,16 @@ class Recognizer:
         """``(path, Prediction)`` for many files, in order, as each is ready; a file that fails gives a ``FileFailure``.
 
         Features are extracted by ``workers`` processes (default: one per
-        core, never more than files; one file is analysed in this process)
-        and classified here, so this process never imports the feature code's
-        heavy libraries.  A file that crashes its worker costs only itself.
+        core, never more than files) and classified here.  A file that
+        crashes its worker costs only itself.  A single file is analysed in
+        this process, its windows spread over ``workers`` processes when it
+        is long (see :meth:`identify`).
         """
         names = [os.fsdecode(p) for p in paths]
         if executor is None and default_workers(workers, len(names)) == 1:
-            yield from zip(names, (call_isolated(self.identify, n) for n in names))
+            per_file = default_workers(workers, sys.maxsize) if len(names) == 1 else 1
+            identify = partial(self.identify, workers=per_file)
+            yield from zip(names, (call_isolated(identify, n) for n in names))
             return
         extract = partial(extract_file, feature_set=self.feature_set.name, window_seconds=self.bundle.window_seconds,
                           min_seconds=self.bundle.min_seconds)

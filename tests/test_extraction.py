@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from genre_id import extraction
 from genre_id.errors import GenreIdError, SilentAudioError
-from genre_id.extraction import MIN_ACTIVE_SECONDS, SILENCE_RMS, active_seconds, extract_samples
+from genre_id.extraction import (
+    MIN_ACTIVE_SECONDS,
+    PARALLEL_MIN_WINDOWS,
+    SILENCE_RMS,
+    active_seconds,
+    extract_file,
+    extract_samples,
+)
 
 SR = 22050
 
@@ -69,3 +77,26 @@ def test_odd_but_finite_signals_give_a_genre_or_a_clear_error(default_recognizer
         assert "\n" not in str(exc) and str(exc).startswith("audio: ")
     else:
         assert pred.genre in default_recognizer.labels and np.isfinite(list(pred.probabilities.values())).all()
+
+
+@pytest.mark.slow
+def test_a_long_file_spread_over_processes_gives_the_same_windows(mini_dir, tmp_path, monkeypatch):
+    # 5 s windows: 30 s of classical, 10 s of silence, 10 s of metal = 10 windows, two of them silent.
+    y = np.concatenate([_real(mini_dir, "classical.00000"), np.zeros(10 * SR, dtype=np.float32),
+                        _real(mini_dir, "metal.00000")[: 10 * SR]])
+    long = tmp_path / "long.flac"
+    sf.write(long, y, SR)
+    assert len(y) / SR >= PARALLEL_MIN_WINDOWS * 5
+    here = extract_file(long, feature_set="levelfree+musicnn-msd", window_seconds=5.0, workers=1)
+    spread = extract_file(long, feature_set="levelfree+musicnn-msd", window_seconds=5.0, workers=2)
+    assert here.silent.tolist() == spread.silent.tolist() == [False] * 6 + [True] * 2 + [False] * 2
+    assert np.array_equal(here.starts, spread.starts) and np.array_equal(here.ends, spread.ends)
+    np.testing.assert_allclose(spread.values, here.values, rtol=1e-5, atol=1e-6)
+
+    def no_processes(*args, **kwargs):
+        raise AssertionError("a short file is measured in this process")
+
+    monkeypatch.setattr(extraction, "map_ahead", no_processes)
+    short = tmp_path / "short.flac"
+    sf.write(short, y[: int((PARALLEL_MIN_WINDOWS - 1) * 5 * SR)], SR)
+    assert len(extract_file(short, feature_set="levelfree", window_seconds=5.0, workers=2).starts) == 7

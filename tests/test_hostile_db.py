@@ -21,7 +21,13 @@ from genre_id.cli import main
 from genre_id.fingerprint import FingerprintIndex
 from genre_id.fingerprint.metadata import title_and_artist
 from genre_id.fingerprint.store import FingerprintDBError, SQLiteStore
-from genre_id.textsafe import MAX_TAG_CHARS, json_line, one_line, path_fields, text_table
+from genre_id.textsafe import (
+    MAX_TAG_CHARS,
+    json_line,
+    one_line,
+    path_fields,
+    text_table,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 22050

@@ -11,7 +11,16 @@ import sys
 import pytest
 
 from genre_id.errors import AudioError
-from genre_id.parallel import Executor, FileFailure, LocalExecutor, call_isolated, default_workers, map_files
+from genre_id.parallel import (
+    Executor,
+    FileFailure,
+    LocalExecutor,
+    WorkerDiedError,
+    call_isolated,
+    default_workers,
+    map_ahead,
+    map_files,
+)
 
 
 def _work(item: str) -> str:
@@ -127,3 +136,26 @@ def test_default_workers():
     assert default_workers(None, 1) == 1, "a single item runs in this process"
     assert default_workers(None, 50) == cores
     assert default_workers(8, 3) == 3 and default_workers(3, 50) == 3 and default_workers(0, 5) == 1
+
+
+@pytest.mark.slow
+def test_the_parts_of_one_input_are_drawn_lazily_and_come_back_in_order():
+    drawn = []
+
+    def parts():
+        for i in range(12):
+            drawn.append(i)
+            yield f"part{i:02d}"
+
+    it = map_ahead(_work, parts(), workers=2, ahead=3)
+    assert next(it) == "PART00"
+    assert len(drawn) <= 4  # never more than `ahead` out at once (plus the one being submitted)
+    assert list(it) == [f"PART{i:02d}" for i in range(1, 12)]
+
+
+@pytest.mark.slow
+def test_a_failing_part_fails_the_input_and_a_dead_worker_is_named():
+    with pytest.raises(AudioError, match="bad.wav: not audio"):
+        list(map_ahead(_work, ["a", "b", "bad.wav", "c"], workers=2))
+    with pytest.raises(WorkerDiedError, match="worker process died"):
+        list(map_ahead(_work, ["a", "crash-me.wav", "b"], workers=2))

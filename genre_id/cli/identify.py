@@ -42,8 +42,8 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
     p.add_argument("--no-timeline", action="store_true", help="omit the per-window timeline of long audio (text)")
     p.add_argument("--db", default=None, metavar="PATH", help="fingerprint database: also name the recording")
     p.add_argument("--workers", type=positive_int, default=None, metavar="N",
-                   help="processes extracting features of many files (default: one per core; "
-                        "a single file is analysed in this process)")
+                   help="processes extracting features (default: one per core): one file each, or, "
+                        "for a single file of 4 minutes or more, its windows")
     add_scheduler_argument(p)
     p.set_defaults(func=cmd_identify)
 

@@ -130,9 +130,14 @@ def _throughput_main(feature_set: str, files: Sequence[str]) -> dict:
 
     The first file is extracted once beforehand and not counted, so the
     figure is the steady rate (the cold start is measured separately).
-    Decoding and resampling are included.
+    Decoding and resampling are included.  The process is set up as a
+    worker process (and the ``genre-id`` command) sets itself up: one BLAS
+    thread (from the environment) and glibc's heap kept for large arrays.
     """
     from genre_id.extraction import extract_file
+    from genre_id.parallel import keep_arrays_on_the_heap
+
+    keep_arrays_on_the_heap()
 
     extract_file(files[0], feature_set=feature_set)
     audio_s = 0.0
