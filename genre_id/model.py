@@ -145,6 +145,10 @@ class DenseNetwork:
         return self._forward(x, softmax=True)
 
     def _forward(self, x: np.ndarray, *, softmax: bool) -> np.ndarray:
+        with np.errstate(all="ignore"):  # an overflow shows as a non-finite output; the caller refuses it
+            return self._layers(x, softmax=softmax)
+
+    def _layers(self, x: np.ndarray, *, softmax: bool) -> np.ndarray:
         h = np.asarray(x, dtype=np.float32)
         if h.ndim == 1:
             h = h[None, :]
@@ -207,8 +211,14 @@ class ModelBundle:
         if x.ndim == 1:
             x = x[None, :]
         if self.keras_model is not None:
-            return np.asarray(self.keras_model.predict(x, verbose=0), dtype=np.float32)
-        return self.network.predict_proba(x)
+            proba = np.asarray(self.keras_model.predict(x, verbose=0), dtype=np.float32)
+        else:
+            proba = self.network.predict_proba(x)
+        if not np.isfinite(proba).all():
+            where = os.fspath(self.path) if self.path is not None else self.name
+            raise ModelError(f"{one_line(where)}: the network's output is not finite for this audio "
+                             "(its weights overflow float32)")
+        return proba
 
 
 #: How an ensemble turns its members' probabilities into one distribution:

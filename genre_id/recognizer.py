@@ -18,7 +18,7 @@ from typing import BinaryIO, NamedTuple, Union
 import numpy as np
 
 from .audio import AudioStream, open_stream
-from .errors import FeatureVersionError, GenreIdError, SilentAudioError
+from .errors import FeatureVersionError, GenreIdError, ModelError, SilentAudioError
 from .extraction import WindowFeatures, extract_file, extract_samples
 from .features import FeatureSet, Features, combine, get_feature_set
 from .model import Ensemble, ModelBundle, fuse, load_bundle
@@ -231,13 +231,16 @@ class Recognizer:
         if windows.silent.all():
             raise SilentAudioError(f"{name}: audio is silent; there is no genre to name")
         values = windows.values[~windows.silent]
-        if isinstance(self.bundle, Ensemble):
-            parts = self.bundle.member_proba(values)
-            members = dict(zip(self.bundle.member_names, (p.mean(axis=0) for p in parts)))
-            proba = fuse(parts, rule=self.bundle.fusion)
-        else:
-            proba = self.bundle.predict_proba(values)
-            members = {self.bundle.feature_set["name"]: proba.mean(axis=0)}
+        try:
+            if isinstance(self.bundle, Ensemble):
+                parts = self.bundle.member_proba(values)
+                members = dict(zip(self.bundle.member_names, (p.mean(axis=0) for p in parts)))
+                proba = fuse(parts, rule=self.bundle.fusion)
+            else:
+                proba = self.bundle.predict_proba(values)
+                members = {self.bundle.feature_set["name"]: proba.mean(axis=0)}
+        except ModelError as exc:  # e.g. weights that overflow on this audio: name the audio too
+            raise ModelError(f"{name}: {exc}") from None
         return self._prediction(windows, proba, members=members, top=self.top if top is None else top)
 
     def _prediction(self, windows: WindowFeatures, proba: np.ndarray, *, members: dict[str, np.ndarray],

@@ -92,6 +92,22 @@ def test_the_shipped_model_still_loads_and_predicts() -> None:
     assert p.shape == (2, 10) and np.allclose(p.sum(axis=1), 1, atol=1e-5)
 
 
+def test_finite_weights_that_overflow_are_one_line_not_a_nan_genre(tmp_path: Path) -> None:
+    folder = _model(tmp_path)
+    with np.load(folder / "weights.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    for k in arrays:
+        if k.endswith("kernel"):
+            arrays[k] = arrays[k] * np.float32(1e15)  # every value finite; their products are not
+    np.savez(folder / "weights.npz", **arrays)
+    clip = ROOT / "examples" / "synth_groove.flac"
+    out = subprocess.run([sys.executable, "-m", "genre_id.cli", "identify", "--model", str(folder), str(clip)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr == f"error: {clip}: {folder}: the network's output is not finite for this audio " \
+                         "(its weights overflow float32)\n"
+
+
 # -- item 1: files that are not regular, or too large ------------------------------------------
 
 _LOAD_IN_CHILD = (
