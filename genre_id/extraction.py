@@ -232,7 +232,7 @@ def extract_file(
     entry is checked before use and recomputed if it is not sound.  With
     ``workers`` above 1, a file of at least :data:`PARALLEL_MIN_WINDOWS`
     windows has its windows measured by that many processes (a long
-    recording on all cores); shorter files and streams are measured here.
+    recording on all cores); shorter ones are measured here.
     """
     fs = get_feature_set(feature_set)
     cache = digest = stamp = None
@@ -270,8 +270,9 @@ def extract_file(
 
 
 def _long_file(path: str | os.PathLike[str] | audio.AudioStream, window_seconds: float) -> bool:
-    """Whether ``path`` is a file whose header promises at least :data:`PARALLEL_MIN_WINDOWS` windows."""
-    if not isinstance(path, (str, os.PathLike)):
+    """Whether ``path`` (a file, or a stream, rewound after) has a header promising at least
+    :data:`PARALLEL_MIN_WINDOWS` windows."""
+    if not isinstance(path, (str, os.PathLike, audio.AudioStream)):
         return False
     try:
         return audio.info(path).duration >= PARALLEL_MIN_WINDOWS * window_seconds

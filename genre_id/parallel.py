@@ -193,7 +193,8 @@ class LocalExecutor(Executor):
         futures: dict = {}
         finished = False
         try:
-            futures = {i: pool.submit(call_isolated, fn, items[i]) for i in indices}
+            with _ctrl_c_stays_here():  # the pool starts its processes as work is submitted
+                futures = {i: pool.submit(call_isolated, fn, items[i]) for i in indices}
             for i in indices:
                 try:
                     done[i] = futures[i].result()
@@ -216,6 +217,28 @@ class LocalExecutor(Executor):
             del pool
             gc.collect()
         return [i for i in indices if i >= out and i not in done], out
+
+
+@contextmanager
+def _ctrl_c_stays_here() -> Iterator[None]:
+    """Block SIGINT in this thread while the block may start worker processes.
+
+    Children inherit the blocked signal, so a Ctrl-C (which a terminal sends to
+    the whole process group) reaches only this process, which stops them: it
+    can never interrupt a worker's start-up with a traceback.  A Ctrl-C that
+    arrives meanwhile is delivered here as the block ends.
+    """
+    import signal
+    import threading
+
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _close_pool(pool: Any, finished: bool) -> None:
@@ -265,7 +288,8 @@ def map_ahead(fn: Callable[[Any], R], items: Iterable[Any], *, workers: int, ahe
 
     try:
         for item in items:
-            pending.append(pool.submit(fn, item))
+            with _ctrl_c_stays_here():  # the pool starts its processes as work is submitted
+                pending.append(pool.submit(fn, item))
             if len(pending) >= ahead:
                 yield first()
         while pending:

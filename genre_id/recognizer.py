@@ -151,7 +151,7 @@ class Recognizer:
             return extract_samples(source, sample_rate=sample_rate, name=name or "audio", **kw)
         if _encoded(source):
             with open_stream(source, name=name) as stream:
-                return extract_file(stream, **kw)
+                return extract_file(stream, workers=workers, **kw)
         if not isinstance(source, (str, os.PathLike, AudioStream)):
             raise GenreIdError(f"cannot identify a {type(source).__name__}: pass a path to an audio file, "
                                "bytes or a binary file object of encoded audio, or a numpy array of samples")
@@ -172,7 +172,7 @@ class Recognizer:
         top
             How many genres :attr:`Prediction.top` lists (default 3).
         workers
-            Processes that measure the windows of a long file (at least
+            Processes that measure the windows of a long input (at least
             :data:`~genre_id.extraction.PARALLEL_MIN_WINDOWS` windows) while
             this one decodes it; default 1 (all in this process).  The answer
             is the same.
@@ -184,7 +184,7 @@ class Recognizer:
         """
         if _encoded(source):
             with open_stream(source) as stream:
-                return self.identify(stream, top=top)
+                return self.identify(stream, top=top, workers=workers)
         name = "audio" if isinstance(source, np.ndarray) else os.fsdecode(source) if isinstance(
             source, (str, os.PathLike)) else str(source)
         return self.classify(self.features(source, sample_rate=sample_rate, name=name, workers=workers), top=top,

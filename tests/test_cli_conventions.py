@@ -138,6 +138,29 @@ def test_out_file_in_every_format(tmp_path, clips, fmt):
     assert run(["identify", clips[0], "--json"]).stdout == run(["identify", clips[0], "--format", "json"]).stdout
 
 
+def test_an_output_that_cannot_be_written_is_refused_before_any_work(tmp_path, clips):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    for target, problem in [(a_file / "genres.txt", f"cannot write ({a_file} is not a folder)"),
+                            (tmp_path, "is a folder; name a file to write")]:
+        for option in ("--out", "--plot"):
+            out = run(["identify", clips[0], option, target, "--workers", "1"])
+            assert (out.returncode, out.stdout) == (2, ""), out.stderr
+            assert out.stderr == f"error: {target}: {problem}\n"
+    assert a_file.read_text() == "mine"
+
+
+def test_a_ctrl_c_once_the_work_is_done_keeps_the_exit_code():
+    # The interpreter takes a moment to shut down after the last line; a Ctrl-C then must not turn
+    # a finished run into exit 130 (here the Ctrl-C comes from an exit hook, at that very moment).
+    code = ("import atexit, os, signal, time\n"
+            "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(2)))\n"
+            "from genre_id.cli import run\n"
+            "run(['--version'])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=ENV)
+    assert (out.returncode, out.stdout.strip(), out.stderr) == (0, "genre-id 0.1.0", "")
+
+
 @pytest.mark.slow
 def test_json_segments_have_each_windows_top_and_probabilities(long_clip):
     out = run(["identify", "--json", "--top", "2", long_clip])

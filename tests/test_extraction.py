@@ -7,6 +7,7 @@ import pytest
 import soundfile as sf
 
 from genre_id import extraction
+from genre_id.audio import open_stream
 from genre_id.errors import GenreIdError, SilentAudioError
 from genre_id.extraction import (
     MIN_ACTIVE_SECONDS,
@@ -92,6 +93,9 @@ def test_a_long_file_spread_over_processes_gives_the_same_windows(mini_dir, tmp_
     assert here.silent.tolist() == spread.silent.tolist() == [False] * 6 + [True] * 2 + [False] * 2
     assert np.array_equal(here.starts, spread.starts) and np.array_equal(here.ends, spread.ends)
     np.testing.assert_allclose(spread.values, here.values, rtol=1e-5, atol=1e-6)
+    with open_stream(long.read_bytes(), name="<bytes>") as stream:  # encoded audio in memory, as stdin is
+        streamed = extract_file(stream, feature_set="levelfree+musicnn-msd", window_seconds=5.0, workers=2)
+    np.testing.assert_allclose(streamed.values, here.values, rtol=1e-5, atol=1e-6)
 
     def no_processes(*args, **kwargs):
         raise AssertionError("a short file is measured in this process")

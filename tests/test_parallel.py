@@ -33,6 +33,9 @@ def _work(item: str) -> str:
         os.kill(os.getpid(), signal.SIGKILL)  # as a decoder crash would
     if item == "threads":
         return os.environ.get("OMP_NUM_THREADS", "")
+    if item == "sigblk":  # the signals this worker blocks, from the kernel's view
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1], 16) for line in fh if line.startswith("SigBlk:"))
     return item.upper()
 
 
@@ -159,3 +162,13 @@ def test_a_failing_part_fails_the_input_and_a_dead_worker_is_named():
         list(map_ahead(_work, ["a", "b", "bad.wav", "c"], workers=2))
     with pytest.raises(WorkerDiedError, match="worker process died"):
         list(map_ahead(_work, ["a", "crash-me.wav", "b"], workers=2))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc")
+def test_ctrl_c_reaches_only_this_process_never_a_starting_worker():
+    # A terminal sends Ctrl-C to the whole process group; a worker still importing would print a traceback.
+    sigint = 1 << (signal.SIGINT - 1)
+    assert all(mask & sigint for mask in map_files(_work, ["sigblk", "sigblk"], workers=2))
+    assert all(mask & sigint for mask in map_ahead(_work, ["sigblk", "sigblk"], workers=2))
+    assert not signal.pthread_sigmask(signal.SIG_BLOCK, set()) & {signal.SIGINT}  # this process still hears it

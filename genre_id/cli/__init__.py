@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from ..errors import GenreIdError
 from ..parallel import keep_arrays_on_the_heap
@@ -36,7 +37,7 @@ from .common import (
     training_extra_message,
 )
 
-__all__ = ["main", "build_parser", "EXIT_OK", "EXIT_INTERNAL", "EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "fail"]
+__all__ = ["main", "run", "build_parser", "EXIT_OK", "EXIT_INTERNAL", "EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "fail"]
 
 
 def _version() -> str:
@@ -101,6 +102,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except Exception as exc:
         return _internal(exc)
+
+
+def run(argv: Sequence[str] | None = None) -> NoReturn:
+    """The ``genre-id`` program: :func:`main`, then exit with its code.
+
+    Once the work is done, a Ctrl-C while the interpreter shuts down (a
+    fraction of a second) is ignored, instead of turning a finished run into
+    an interrupted one (Python's own handler is gone by then, and the signal
+    would kill the process: exit 130, silently).
+    """
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse: --help, --version, a usage error (its message already printed)
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:
+            print(exc.code, file=sys.stderr)
+            code = 1
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(code)
 
 
 def _internal(exc: Exception) -> int:

@@ -1,7 +1,5 @@
 """``python -m genre_id.cli``: the same as ``genre-id``."""
 
-import sys
+from . import run
 
-from . import main
-
-sys.exit(main())
+run()

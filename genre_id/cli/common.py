@@ -192,6 +192,21 @@ def output_file(path: str | os.PathLike[str], *, suffix: str = "") -> Iterator[B
         raise OutputError(f"{path}: cannot write ({describe_os_error(exc)})") from None
 
 
+def output_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why the output file ``path`` cannot be written (one line), checked before any work; None when it can."""
+    target = output_path(path)
+    if target.is_dir():
+        return f"{path}: is a folder; name a file to write"
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:  # the folders that would be created
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{path}: cannot write ({folder} is not a folder)"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"{path}: cannot write (no permission to write in {folder})"
+    return None
+
+
 def write_output(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to the file ``path`` atomically (:func:`output_file`)."""
     with output_file(path) as fh:

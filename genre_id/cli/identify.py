@@ -8,11 +8,12 @@ import io
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, closing
+from functools import partial
 
 from ..errors import GenreIdError
 from ..textsafe import json_line, one_line, path_fields
-from .common import (EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, add_scheduler_argument, expand_inputs, fail, positive_int,
-                     progress, write_output)
+from .common import (EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, add_scheduler_argument, expand_inputs, fail, output_problem,
+                     positive_int, progress, write_output)
 
 __all__ = ["add_parser", "format_prediction", "cmd_identify", "STDIN_NAME"]
 
@@ -43,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
     p.add_argument("--db", default=None, metavar="PATH", help="fingerprint database: also name the recording")
     p.add_argument("--workers", type=positive_int, default=None, metavar="N",
                    help="processes extracting features (default: one per core): one file each, or, "
-                        "for a single file of 4 minutes or more, its windows")
+                        "for a single input (a file or -) of 4 minutes or more, its windows")
     add_scheduler_argument(p)
     p.set_defaults(func=cmd_identify)
 
@@ -98,6 +99,10 @@ def _check_request(args: argparse.Namespace, files: list[str]) -> str | None:
         return "- (standard input) can be read only once"
     if args.plot and len(files) != 1:
         return f"--plot draws the timeline of one input; {len(files)} given"
+    for path in (args.out, args.plot):
+        problem = path and output_problem(path)
+        if problem:
+            return problem
     return None
 
 
@@ -132,11 +137,15 @@ def _results(rec, files: list[str], stdin, workers: int | None, executor=None) -
     """``(name, source, Prediction or FileFailure)`` for each of ``files`` in order; ``-`` is ``stdin``."""
     from ..parallel import call_isolated
 
+    from ..parallel import default_workers
+
     paths = [f for f in files if f != "-"]
     on_disk = iter(rec.identify_files(paths, workers=workers, executor=executor)) if paths else iter(())
+    alone = default_workers(workers, sys.maxsize) if not paths and executor is None else 1  # a long input's windows
     for f in files:
         if f == "-":
-            yield STDIN_NAME, stdin, None if stdin is None else call_isolated(rec.identify, stdin, name=STDIN_NAME)
+            yield STDIN_NAME, stdin, None if stdin is None else call_isolated(partial(rec.identify, workers=alone),
+                                                                              stdin, name=STDIN_NAME)
         else:
             name, pred = next(on_disk)
             yield name, name, pred
