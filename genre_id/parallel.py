@@ -183,13 +183,9 @@ class LocalExecutor(Executor):
         Returns the indices left unfinished because a worker process died
         (empty when all finished) and the next index to yield.
         """
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
         from concurrent.futures.process import BrokenProcessPool
 
-        pool = ProcessPoolExecutor(max_workers=min(workers, len(indices)),
-                                   mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_worker_init, initargs=(self.threads_per_worker,))
+        pool = _new_pool(min(workers, len(indices)), threads=self.threads_per_worker)
         futures: dict = {}
         finished = False
         try:
@@ -217,6 +213,15 @@ class LocalExecutor(Executor):
             del pool
             gc.collect()
         return [i for i in indices if i >= out and i not in done], out
+
+
+def _new_pool(workers: int, *, threads: int) -> Any:
+    """A ``spawn`` process pool of ``workers`` processes, each set up by :func:`_worker_init`."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_worker_init, initargs=(threads,))
 
 
 @contextmanager
@@ -269,14 +274,11 @@ def map_ahead(fn: Callable[[Any], R], items: Iterable[Any], *, workers: int, ahe
     one answer, so an exception raised by ``fn`` is raised here (the rest is
     cancelled), and a worker that dies raises :class:`WorkerDiedError`.
     """
-    import multiprocessing
     from collections import deque
-    from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
     ahead = max(1, ahead if ahead is not None else 2 * workers)
-    pool = ProcessPoolExecutor(max_workers=max(1, workers), mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_worker_init, initargs=(1,))
+    pool = _new_pool(max(1, workers), threads=1)
     pending: deque = deque()
     finished = False
 
