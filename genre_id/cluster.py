@@ -106,6 +106,22 @@ def _unseen(paths: Sequence[str]) -> list[str]:
 # -- on the client ----------------------------------------------------------------
 
 
+def _finished(future: Any) -> Any:
+    """``future`` once it has finished, waited for in this thread.
+
+    A Ctrl-C then interrupts this wait, not Dask's own blocking call: there it
+    makes Dask schedule a cancel on its event loop, which may fail while the
+    client closes and print a tornado traceback after ``error: interrupted``.
+    """
+    import threading
+
+    done = threading.Event()
+    future.add_done_callback(lambda _: done.set())
+    done.wait()
+    return future
+
+
+
 def _for_workers(item: Any) -> Any:
     """``item`` as the workers get it: a relative path to a file here made absolute (same type), else as is."""
     if isinstance(item, (str, bytes, PurePath)) and not os.path.isabs(item) and os.path.exists(item):
@@ -207,13 +223,13 @@ class DaskExecutor(Executor):
 
         try:
             try:
-                result = future.result()
+                result = _finished(future).result()
             except KilledWorker:
                 # A task waiting on a worker that another file killed counts that death too: give the
                 # file a second task of its own before blaming it.
                 future.release()
                 future = self._submit(fn, sent, name)
-                result = future.result()
+                result = _finished(future).result()
         except KilledWorker:
             try:
                 times = f" {2 * (int(self.client.run_on_scheduler(_allowed_failures)) + 1)} times"
