@@ -214,6 +214,9 @@ class DaskExecutor(Executor):
         finally:  # an interrupt, an error, or the reader went away: cancel what has not been read
             if pending:
                 self.client.cancel([f for _, f in pending])
+                for _, f in pending:  # now, while the client is open (a Future released later finds it gone)
+                    f.release()
+                pending.clear()
 
     def _submit(self, fn: Callable[[Any], Any], item: Any, name: str) -> Any:
         return self.client.submit(_run_task, fn, item, name, pure=False, retries=0)

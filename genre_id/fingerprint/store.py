@@ -35,6 +35,7 @@ import json
 import os
 import sqlite3
 import stat
+import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -365,7 +366,7 @@ class SQLiteStore(FingerprintStore):
         try:
             self._conn = conn = _connect(self._path, "rwc")
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = _switch_to_wal(conn)
             if str(mode).lower() != "wal":
                 raise sqlite3.DatabaseError(f"cannot switch to WAL mode (mode is {mode})")
             conn.execute("PRAGMA synchronous = NORMAL")
@@ -590,6 +591,19 @@ def _connect(path: Path, mode: str) -> sqlite3.Connection:
     query = {"ro": "mode=ro", "immutable": "mode=ro&immutable=1", "rwc": "mode=rwc"}[mode]
     return sqlite3.connect(f"{path.absolute().as_uri()}?{query}", uri=True, timeout=BUSY_TIMEOUT_SECONDS,
                            isolation_level=None, check_same_thread=True)
+
+
+def _switch_to_wal(conn: sqlite3.Connection) -> str:
+    """Set WAL journaling; the mode it reports.  Another process creating the same new file holds a lock
+    that SQLite's busy handler does not wait for here ("database is locked" at once): retry for a while."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _writable_folder(path: Path) -> bool:
