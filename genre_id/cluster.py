@@ -106,20 +106,53 @@ def _unseen(paths: Sequence[str]) -> list[str]:
 # -- on the client ----------------------------------------------------------------
 
 
-def _finished(future: Any) -> Any:
-    """``future`` once it has finished, waited for in this thread.
+class _CtrlCHeld:
+    """Within the block, a Ctrl-C is noted, not raised; it is raised as ``KeyboardInterrupt`` when the block ends.
 
-    A Ctrl-C then interrupts this wait, not Dask's own blocking call: there it
-    makes Dask schedule a cancel on its event loop, which may fail while the
-    client closes and print a tornado traceback after ``error: interrupted``.
+    Dask's client calls block in its own ``sync``; a ``KeyboardInterrupt``
+    raised inside one makes Dask schedule a cancel on its event loop, which can
+    fail while the client closes and print a tornado traceback after
+    ``error: interrupted``.  So every client call runs in such a block, and
+    waits for results poll :attr:`pressed` instead.  Only Python's own handler,
+    in the main thread, is replaced; a program's own SIGINT handler is left alone.
     """
+
+    def __init__(self) -> None:
+        self.pressed = False
+        self._old: Any = None
+
+    def __enter__(self) -> _CtrlCHeld:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread() \
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._old = signal.signal(signal.SIGINT, self._note)
+        return self
+
+    def _note(self, signum: int, frame: object) -> None:
+        self.pressed = True
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        import signal
+
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+            self._old = None
+        if self.pressed and exc_type is None:
+            raise KeyboardInterrupt
+
+
+def _finished(future: Any, held: _CtrlCHeld) -> Any:
+    """``future`` once it has finished; a Ctrl-C noted by ``held`` meanwhile raises ``KeyboardInterrupt`` here."""
     import threading
 
     done = threading.Event()
     future.add_done_callback(lambda _: done.set())
-    done.wait()
+    while not done.wait(0.05):
+        if held.pressed:
+            raise KeyboardInterrupt
     return future
-
 
 
 def _for_workers(item: Any) -> Any:
@@ -157,7 +190,8 @@ class DaskExecutor(Executor):
 
     def close(self) -> None:
         """Disconnect from the scheduler (the cluster goes on)."""
-        self.client.close()
+        with _CtrlCHeld():
+            self.client.close()
 
     @property
     def address(self) -> str:
@@ -194,45 +228,49 @@ class DaskExecutor(Executor):
         items = list(items)
         names = [_name(i) for i in items]
         sent = [_for_workers(i) for i in items]
-        if self.check_paths:
-            self.refuse_unseen(names, sent)
         pending: deque[tuple[int, Any]] = deque()
         submitted = 0
         asked = -math.inf
         try:
+            if self.check_paths:
+                with _CtrlCHeld():
+                    self.refuse_unseen(names, sent)
             while submitted < len(items) or pending:
-                if time.monotonic() - asked > 2.0:  # workers come and go: ask now and then
-                    limit, asked = max(16, self.window * self.threads()), time.monotonic()
-                room = limit - len(pending)
-                while submitted < len(items) and room > 0:
-                    i = submitted
-                    pending.append((i, self._submit(fn, sent[i], names[i])))
-                    submitted += 1
-                    room -= 1
-                i, future = pending.popleft()
-                yield self._result(future, names[i], sent[i], fn)
+                with _CtrlCHeld() as held:  # a Ctrl-C is raised here, never inside a Dask call
+                    if time.monotonic() - asked > 2.0:  # workers come and go: ask now and then
+                        limit, asked = max(16, self.window * self.threads()), time.monotonic()
+                    room = limit - len(pending)
+                    while submitted < len(items) and room > 0:
+                        i = submitted
+                        pending.append((i, self._submit(fn, sent[i], names[i])))
+                        submitted += 1
+                        room -= 1
+                    i, future = pending.popleft()
+                    result = self._result(future, names[i], sent[i], fn, held)
+                yield result
         finally:  # an interrupt, an error, or the reader went away: cancel what has not been read
             if pending:
-                self.client.cancel([f for _, f in pending])
-                for _, f in pending:  # now, while the client is open (a Future released later finds it gone)
-                    f.release()
-                pending.clear()
+                with _CtrlCHeld():
+                    self.client.cancel([f for _, f in pending])
+                    for _, f in pending:  # now, while the client is open (a Future released later finds it gone)
+                        f.release()
+                    pending.clear()
 
     def _submit(self, fn: Callable[[Any], Any], item: Any, name: str) -> Any:
         return self.client.submit(_run_task, fn, item, name, pure=False, retries=0)
 
-    def _result(self, future: Any, name: str, sent: Any, fn: Callable[[Any], Any]) -> Any:
+    def _result(self, future: Any, name: str, sent: Any, fn: Callable[[Any], Any], held: _CtrlCHeld) -> Any:
         from distributed import KilledWorker
 
         try:
             try:
-                result = _finished(future).result()
+                result = _finished(future, held).result()
             except KilledWorker:
                 # A task waiting on a worker that another file killed counts that death too: give the
                 # file a second task of its own before blaming it.
                 future.release()
                 future = self._submit(fn, sent, name)
-                result = _finished(future).result()
+                result = _finished(future, held).result()
         except KilledWorker:
             try:
                 times = f" {2 * (int(self.client.run_on_scheduler(_allowed_failures)) + 1)} times"
@@ -266,16 +304,19 @@ def connect(address: str, *, timeout: float = DEFAULT_CONNECT_TIMEOUT, check_pat
         raise ClusterError("--scheduler needs Dask distributed: pip install 'genre-id[cluster]'") from None
     from distributed.comm import get_address_host_port
 
-    try:
-        get_address_host_port(address)  # a malformed address fails here, before a Client is half made
-        client = Client(address, timeout=timeout, set_as_default=False)
-    except (OSError, TimeoutError, ValueError, TypeError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise SchedulerUnreachableError(f"{address}: cannot reach the Dask scheduler ({reason})") from None
-    try:
-        client.wait_for_workers(1, timeout=timeout)
-    except (OSError, TimeoutError):
-        client.close()
-        raise SchedulerUnreachableError(f"{address}: the Dask scheduler has no workers "
-                                        f"(start some with 'dask worker {address} --nthreads 1')") from None
+    with _CtrlCHeld() as held:  # a Ctrl-C while connecting is raised once the client is closed again
+        try:
+            get_address_host_port(address)  # a malformed address fails here, before a Client is half made
+            client = Client(address, timeout=timeout, set_as_default=False)
+        except (OSError, TimeoutError, ValueError, TypeError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise SchedulerUnreachableError(f"{address}: cannot reach the Dask scheduler ({reason})") from None
+        try:
+            client.wait_for_workers(1, timeout=timeout)
+        except (OSError, TimeoutError):
+            client.close()
+            raise SchedulerUnreachableError(f"{address}: the Dask scheduler has no workers "
+                                            f"(start some with 'dask worker {address} --nthreads 1')") from None
+        if held.pressed:
+            client.close()
     return DaskExecutor(client, check_paths=check_paths)
