@@ -238,12 +238,22 @@ def _tasks(dask_scheduler) -> int:
     return len(dask_scheduler.tasks)
 
 
+@pytest.fixture
+def python_ctrl_c():
+    """Python's own Ctrl-C handler for the test, however pytest was started (a background job ignores SIGINT)."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 def _nap(seconds: float) -> float:
     time.sleep(seconds)
     return seconds
 
 
-def test_every_dask_call_of_a_batch_runs_with_ctrl_c_held(executor, monkeypatch):
+def test_every_dask_call_of_a_batch_runs_with_ctrl_c_held(executor, monkeypatch, python_ctrl_c):
     # A KeyboardInterrupt raised inside Dask's own blocking sync makes it schedule a cancel that can
     # fail as the client closes (a tornado traceback after 'error: interrupted', seen in CI).
     handlers = []
@@ -259,7 +269,7 @@ def test_every_dask_call_of_a_batch_runs_with_ctrl_c_held(executor, monkeypatch)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
 
 
-def test_a_ctrl_c_while_a_batch_waits_is_a_keyboard_interrupt_and_cancels_the_rest(executor):
+def test_a_ctrl_c_while_a_batch_waits_is_a_keyboard_interrupt_and_cancels_the_rest(executor, python_ctrl_c):
     import threading
 
     from distributed import Client
