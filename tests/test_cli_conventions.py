@@ -161,6 +161,17 @@ def test_a_ctrl_c_once_the_work_is_done_keeps_the_exit_code():
     assert (out.returncode, out.stdout.strip(), out.stderr) == (0, "genre-id 0.1.0", "")
 
 
+def test_a_ctrl_c_while_the_arguments_are_read_is_one_line_and_exit_130():
+    # Building the parser imports every command family: a Ctrl-C lands there now and then.
+    code = ("import genre_id.cli as cli\n"
+            "def interrupted():\n"
+            "    raise KeyboardInterrupt\n"
+            "cli.build_parser = interrupted\n"
+            "cli.run(['identify', 'song.flac'])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=ENV)
+    assert (out.returncode, out.stdout, out.stderr) == (130, "", "error: interrupted\n")
+
+
 @pytest.mark.slow
 def test_json_segments_have_each_windows_top_and_probabilities(long_clip):
     out = run(["identify", "--json", "--top", "2", long_clip])

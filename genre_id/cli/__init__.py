@@ -107,13 +107,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(argv: Sequence[str] | None = None) -> NoReturn:
     """The ``genre-id`` program: :func:`main`, then exit with its code.
 
-    Once the work is done, a Ctrl-C while the interpreter shuts down (a
-    fraction of a second) is ignored, instead of turning a finished run into
+    A Ctrl-C at any moment from reading the arguments to the end of the work
+    is ``error: interrupted``, exit 130.  Once the work is done, a Ctrl-C
+    while the interpreter shuts down (a fraction of a second) is ignored, instead of turning a finished run into
     an interrupted one (Python's own handler is gone by then, and the signal
     would kill the process: exit 130, silently).
     """
     try:
         code = main(argv)
+    except KeyboardInterrupt:  # before the work started (reading the arguments)
+        fail("interrupted")
+        code = EXIT_INTERRUPTED
     except SystemExit as exc:  # argparse: --help, --version, a usage error (its message already printed)
         if exc.code is None or isinstance(exc.code, int):
             code = exc.code or 0
