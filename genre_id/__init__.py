@@ -15,6 +15,8 @@ The public API is small::
 Everything the library raises on purpose is a :class:`GenreIdError`.
 """
 
+from typing import TYPE_CHECKING
+
 from .errors import __all__ as _ERRORS
 from .errors import (
     AudioError,
@@ -25,19 +27,39 @@ from .errors import (
     ModelError,
     SilentAudioError,
 )
-from .recognizer import GenreScore, Prediction, Recognizer, Segment
+
+if TYPE_CHECKING:
+    from .fingerprint import FingerprintIndex, Match
+    from .recognizer import GenreScore, Prediction, Recognizer, Segment
 
 __version__ = "0.1.0"
 
-_LAZY = {"FingerprintIndex", "Match"}  # song identification: imported on first use only
+# The API is imported on first use, so ``import genre_id.cli`` (the command's
+# entry point) is cheap and everything heavy happens inside the command, where
+# a Ctrl-C is one line rather than a traceback from the middle of an import.
+_LAZY = {
+    "Recognizer": "recognizer",
+    "Prediction": "recognizer",
+    "Segment": "recognizer",
+    "GenreScore": "recognizer",
+    "FingerprintIndex": "fingerprint",  # song identification
+    "Match": "fingerprint",
+}
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        from . import fingerprint
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'genre_id' has no attribute {name!r}")
+    from importlib import import_module
 
-        return getattr(fingerprint, name)
-    raise AttributeError(f"module 'genre_id' has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 
 __all__ = [

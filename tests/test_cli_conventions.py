@@ -172,6 +172,14 @@ def test_a_ctrl_c_while_the_arguments_are_read_is_one_line_and_exit_130():
     assert (out.returncode, out.stdout, out.stderr) == (130, "", "error: interrupted\n")
 
 
+def test_the_entry_point_imports_nothing_heavy_before_the_command_runs():
+    # Everything heavy is imported inside run(), where a Ctrl-C is one line; before it, a
+    # Ctrl-C is Python's own traceback.  numpy alone takes a few hundred milliseconds.
+    code = "import sys; import genre_id.cli; print(sorted(m for m in ('numpy', 'genre_id.recognizer') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=ENV)
+    assert (out.returncode, out.stdout, out.stderr) == (0, "[]\n", "")
+
+
 @pytest.mark.slow
 def test_json_segments_have_each_windows_top_and_probabilities(long_clip):
     out = run(["identify", "--json", "--top", "2", long_clip])
