@@ -47,7 +47,7 @@ from pathlib import PurePath
 from typing import Any
 
 from .errors import GenreIdError
-from .parallel import Executor, FileFailure, _name, _worker_init, call_isolated
+from .parallel import CtrlCHeld, Executor, FileFailure, _name, _worker_init, call_isolated
 
 __all__ = ["ClusterError", "SchedulerUnreachableError", "FilesNotOnWorkersError", "DaskExecutor", "connect",
            "CACHE_DIR_VARIABLE", "DEFAULT_CONNECT_TIMEOUT"]
@@ -106,44 +106,7 @@ def _unseen(paths: Sequence[str]) -> list[str]:
 # -- on the client ----------------------------------------------------------------
 
 
-class _CtrlCHeld:
-    """Within the block, a Ctrl-C is noted, not raised; it is raised as ``KeyboardInterrupt`` when the block ends.
-
-    Dask's client calls block in its own ``sync``; a ``KeyboardInterrupt``
-    raised inside one makes Dask schedule a cancel on its event loop, which can
-    fail while the client closes and print a tornado traceback after
-    ``error: interrupted``.  So every client call runs in such a block, and
-    waits for results poll :attr:`pressed` instead.  Only Python's own handler,
-    in the main thread, is replaced; a program's own SIGINT handler is left alone.
-    """
-
-    def __init__(self) -> None:
-        self.pressed = False
-        self._old: Any = None
-
-    def __enter__(self) -> _CtrlCHeld:
-        import signal
-        import threading
-
-        if threading.current_thread() is threading.main_thread() \
-                and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-            self._old = signal.signal(signal.SIGINT, self._note)
-        return self
-
-    def _note(self, signum: int, frame: object) -> None:
-        self.pressed = True
-
-    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
-        import signal
-
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-            self._old = None
-        if self.pressed and exc_type is None:
-            raise KeyboardInterrupt
-
-
-def _finished(future: Any, held: _CtrlCHeld) -> Any:
+def _finished(future: Any, held: CtrlCHeld) -> Any:
     """``future`` once it has finished; a Ctrl-C noted by ``held`` meanwhile raises ``KeyboardInterrupt`` here."""
     import threading
 
@@ -190,7 +153,7 @@ class DaskExecutor(Executor):
 
     def close(self) -> None:
         """Disconnect from the scheduler (the cluster goes on)."""
-        with _CtrlCHeld():
+        with CtrlCHeld():
             self.client.close()
 
     @property
@@ -233,10 +196,10 @@ class DaskExecutor(Executor):
         asked = -math.inf
         try:
             if self.check_paths:
-                with _CtrlCHeld():
+                with CtrlCHeld():
                     self.refuse_unseen(names, sent)
             while submitted < len(items) or pending:
-                with _CtrlCHeld() as held:  # a Ctrl-C is raised here, never inside a Dask call
+                with CtrlCHeld() as held:  # a Ctrl-C is raised here, never inside a Dask call
                     if time.monotonic() - asked > 2.0:  # workers come and go: ask now and then
                         limit, asked = max(16, self.window * self.threads()), time.monotonic()
                     room = limit - len(pending)
@@ -250,7 +213,7 @@ class DaskExecutor(Executor):
                 yield result
         finally:  # an interrupt, an error, or the reader went away: cancel what has not been read
             if pending:
-                with _CtrlCHeld():
+                with CtrlCHeld():
                     self.client.cancel([f for _, f in pending])
                     for _, f in pending:  # now, while the client is open (a Future released later finds it gone)
                         f.release()
@@ -259,7 +222,7 @@ class DaskExecutor(Executor):
     def _submit(self, fn: Callable[[Any], Any], item: Any, name: str) -> Any:
         return self.client.submit(_run_task, fn, item, name, pure=False, retries=0)
 
-    def _result(self, future: Any, name: str, sent: Any, fn: Callable[[Any], Any], held: _CtrlCHeld) -> Any:
+    def _result(self, future: Any, name: str, sent: Any, fn: Callable[[Any], Any], held: CtrlCHeld) -> Any:
         from distributed import KilledWorker
 
         try:
@@ -298,13 +261,13 @@ def connect(address: str, *, timeout: float = DEFAULT_CONNECT_TIMEOUT, check_pat
     answers within ``timeout`` seconds or it has no worker by then, and
     :class:`ClusterError` when Dask distributed is not installed.
     """
-    try:
-        from distributed import Client
-    except ImportError:
-        raise ClusterError("--scheduler needs Dask distributed: pip install 'genre-id[cluster]'") from None
-    from distributed.comm import get_address_host_port
+    with CtrlCHeld() as held:  # a Ctrl-C while importing or connecting is raised once the client is closed again
+        try:
+            from distributed import Client
+        except ImportError:
+            raise ClusterError("--scheduler needs Dask distributed: pip install 'genre-id[cluster]'") from None
+        from distributed.comm import get_address_host_port
 
-    with _CtrlCHeld() as held:  # a Ctrl-C while connecting is raised once the client is closed again
         try:
             get_address_host_port(address)  # a malformed address fails here, before a Client is half made
             client = Client(address, timeout=timeout, set_as_default=False)

@@ -48,7 +48,7 @@ from typing import Any, TypeVar
 from .errors import GenreIdError
 
 __all__ = ["FileFailure", "Executor", "LocalExecutor", "map_files", "call_isolated", "default_workers",
-           "use_executor", "current_executor", "keep_arrays_on_the_heap", "map_ahead", "WorkerDiedError"]
+           "use_executor", "current_executor", "keep_arrays_on_the_heap", "map_ahead", "WorkerDiedError", "CtrlCHeld"]
 
 R = TypeVar("R")
 
@@ -244,6 +244,45 @@ def _ctrl_c_stays_here() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+class CtrlCHeld:
+    """Within the block, a Ctrl-C is noted, not raised; it is raised as ``KeyboardInterrupt`` when the block ends.
+
+    For code that a ``KeyboardInterrupt`` must not land in: Dask's client calls
+    (one raised inside Dask's ``sync`` makes it schedule a cancel on its event
+    loop, which can fail while the client closes and print a tornado traceback
+    after ``error: interrupted``), and imports (one escaping the code that
+    ``dataclasses`` builds with ``exec`` makes ``python -m`` end by SIGINT even
+    when the interrupt was handled).  Long waits inside the block poll
+    :attr:`pressed`.  Only Python's own handler, in the main thread, is
+    replaced; a program's own SIGINT handler (or an ignored SIGINT) is left alone.
+    """
+
+    def __init__(self) -> None:
+        self.pressed = False
+        self._old: Any = None
+
+    def __enter__(self) -> CtrlCHeld:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread() \
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._old = signal.signal(signal.SIGINT, self._note)
+        return self
+
+    def _note(self, signum: int, frame: object) -> None:
+        self.pressed = True
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        import signal
+
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+            self._old = None
+        if self.pressed and exc_type is None:
+            raise KeyboardInterrupt
 
 
 def _close_pool(pool: Any, finished: bool) -> None:

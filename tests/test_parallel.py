@@ -12,6 +12,7 @@ import pytest
 
 from genre_id.errors import AudioError
 from genre_id.parallel import (
+    CtrlCHeld,
     Executor,
     FileFailure,
     LocalExecutor,
@@ -172,3 +173,40 @@ def test_ctrl_c_reaches_only_this_process_never_a_starting_worker():
     assert all(mask & sigint for mask in map_files(_work, ["sigblk", "sigblk"], workers=2))
     assert all(mask & sigint for mask in map_ahead(_work, ["sigblk", "sigblk"], workers=2))
     assert not signal.pthread_sigmask(signal.SIG_BLOCK, set()) & {signal.SIGINT}  # this process still hears it
+
+
+_HELD_MODULE = """
+import os, signal, sys
+from genre_id.parallel import CtrlCHeld
+
+signal.signal(signal.SIGINT, signal.default_int_handler)
+try:
+    with CtrlCHeld() as held:
+        # as an import does when dataclasses builds a class: code run by exec, where the Ctrl-C lands
+        exec("import os, signal; os.kill(os.getpid(), signal.SIGINT); inside = 'finished'")
+        print("held", held.pressed, signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+except KeyboardInterrupt:
+    print("interrupted", signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    sys.exit(130)
+"""
+
+
+def test_a_ctrl_c_held_is_raised_after_the_block_and_python_m_exits_130(tmp_path):
+    # A KeyboardInterrupt that escapes code run by exec makes CPython 3.11's 'python -m' end by SIGINT
+    # (returncode -2) even when it is caught; held, it is raised after the block, where it is handled.
+    (tmp_path / "held_probe.py").write_text(_HELD_MODULE)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    r = subprocess.run([sys.executable, "-m", "held_probe", "hold"], capture_output=True, text=True,
+                       timeout=60, env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert (r.returncode, r.stdout, r.stderr) == (130, "held True False\ninterrupted True\n", "")
+
+
+def test_a_ctrl_c_held_leaves_an_ignored_sigint_alone():
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with CtrlCHeld() as held:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+        assert not held.pressed
+    finally:
+        signal.signal(signal.SIGINT, old)

@@ -21,7 +21,7 @@ import sys
 from typing import NoReturn, Sequence
 
 from ..errors import GenreIdError
-from ..parallel import keep_arrays_on_the_heap
+from ..parallel import CtrlCHeld, keep_arrays_on_the_heap
 from .common import (
     ENVIRONMENT_ERRNOS,
     EXIT_BAD_INPUT,
@@ -72,7 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="surrogateescape")
-    parser = build_parser()
+    with CtrlCHeld():  # building the parser imports every command family
+        parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = argv
     keep_arrays_on_the_heap()  # this process is ours: large arrays reused, not faulted in afresh
