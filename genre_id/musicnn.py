@@ -91,7 +91,7 @@ PATCH_FRAMES = 187
 #: Where the imported weights live (inside the package).
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 _WEIGHTS_NAME = "msd_musicnn"
-_FORMAT = "genre-id musicnn weights 1"
+_FORMAT = "genre-id musicnn weights 2"  # 2: stored as float16
 
 
 def _bn_shapes(name: str, n: int) -> dict[str, tuple[int, ...]]:
@@ -180,8 +180,9 @@ def load_weights(directory: str | Path | None = None) -> tuple[dict, dict[str, n
     """The MSD_musicnn description (JSON) and arrays (npz) from ``directory`` (default :data:`WEIGHTS_DIR`).
 
     Every array is checked against the description and against
-    :data:`ARRAY_SHAPES` (name, shape, float32, finite) before use; any
-    mismatch raises :class:`ModelError`.  Arrays are read without pickle.
+    :data:`ARRAY_SHAPES` (name, shape, float16, finite) before use; any
+    mismatch raises :class:`ModelError`.  Arrays are read without pickle and
+    returned as float32 (they are stored as float16 to halve the package).
     """
     directory = WEIGHTS_DIR if directory is None else Path(directory)
     meta_path, npz_path = directory / f"{_WEIGHTS_NAME}.json", directory / f"{_WEIGHTS_NAME}.npz"
@@ -201,10 +202,10 @@ def load_weights(directory: str | Path | None = None) -> tuple[dict, dict[str, n
             arrays = {}
             for name, shape in ARRAY_SHAPES.items():
                 a = npz[name]
-                if a.dtype != np.float32 or a.shape != shape or not np.isfinite(a).all():
+                if a.dtype != np.float16 or a.shape != shape or not np.isfinite(a).all():
                     raise ModelError(f"{npz_path}: array {name} is {a.dtype}{a.shape}, "
-                                     f"expected finite float32{shape}")
-                arrays[name] = a
+                                     f"expected finite float16{shape}")
+                arrays[name] = a.astype(np.float32)
     except ModelError:
         raise
     except (OSError, ValueError, KeyError, EOFError) as exc:

@@ -49,11 +49,11 @@ def main() -> int:
         levelfree, musicnn = f"{tmp}/levelfree", f"{tmp}/musicnn-msd"
         steps = [
             run(["train", "--table", str(data / "gtzan_features_30_sec.csv"), "--augment-from", clips,
-                 "--out", levelfree, "--name", "default-levelfree", "--model-version", "2", *cache]),
+                 "--out", levelfree, "--name", "default-levelfree", "--model-version", "3", *cache]),
             run(["train", clips, "--feature-set", "musicnn-msd",
-                 "--out", musicnn, "--name", "default-musicnn-msd", "--model-version", "2", *cache]),
+                 "--out", musicnn, "--name", "default-musicnn-msd", "--model-version", "3", *cache]),
             run(["ensemble", levelfree, musicnn, "--fusion", "geometric-mean", "--out", args.out,
-                 "--name", "default", "--model-version", "2"]),
+                 "--name", "default", "--model-version", "3"]),
         ]
     from genre_id.model import record_metadata
 

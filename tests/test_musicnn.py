@@ -40,16 +40,17 @@ def _patches(y: np.ndarray) -> np.ndarray:
 def test_matches_original_tensorflow_graph(network, clips):
     # tests/data/musicnn_reference.npz: musicnn's own models.py graph (TF1 graph mode, checkpoint restored)
     # run by scripts/import_musicnn.py --reference-fixture on our float32 log-mel patches of these clips.
-    # Both sides compute in float32 with different summation orders (TF's conv kernels vs our im2col
-    # matrix products); the measured difference is below 5e-6 on values up to about 3, so 1e-4 leaves
-    # room for other BLAS builds while any real difference (a wrong tap, order or batch norm) is far larger.
+    # The graph uses the checkpoint's float32 weights; we ship them rounded to float16 (weights format 2).
+    # Measured: tags within 3.5e-3, penultimate within 1.1e-2 on values up to about 2.7 (with float32
+    # weights both sides agreed within 5e-6).  A real difference (a wrong tap, order or batch norm) moves
+    # values by tenths; the exactness of our forward is checked against Keras below on the same weights.
     ref = np.load(FIXTURE, allow_pickle=False)
     for i, name in enumerate(ref["clips"]):
         out = network.forward(_patches(clips[str(name)]))
         expected_tags, expected_pen = ref[f"tags_{i}"], ref[f"penultimate_{i}"]
         assert out.tags.shape == expected_tags.shape == (10, 50)
-        np.testing.assert_allclose(out.tags, expected_tags, rtol=0, atol=1e-4)
-        np.testing.assert_allclose(out.penultimate[: len(expected_pen)], expected_pen, rtol=0, atol=1e-4)
+        np.testing.assert_allclose(out.tags, expected_tags, rtol=0, atol=1e-2)
+        np.testing.assert_allclose(out.penultimate[: len(expected_pen)], expected_pen, rtol=0, atol=3e-2)
         assert np.ptp(expected_tags) > 0.1  # the reference is not degenerate
 
 
