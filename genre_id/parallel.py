@@ -39,6 +39,8 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -233,9 +235,6 @@ def _ctrl_c_stays_here() -> Iterator[None]:
     can never interrupt a worker's start-up with a traceback.  A Ctrl-C that
     arrives meanwhile is delivered here as the block ends.
     """
-    import signal
-    import threading
-
     if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -264,9 +263,6 @@ class CtrlCHeld:
         self._old: Any = None
 
     def __enter__(self) -> CtrlCHeld:
-        import signal
-        import threading
-
         if threading.current_thread() is threading.main_thread() \
                 and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             self._old = signal.signal(signal.SIGINT, self._note)
@@ -276,8 +272,6 @@ class CtrlCHeld:
         self.pressed = True
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
-        import signal
-
         if self._old is not None:
             signal.signal(signal.SIGINT, self._old)
             self._old = None

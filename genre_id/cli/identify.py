@@ -135,9 +135,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
 
 def _results(rec, files: list[str], stdin, workers: int | None, executor=None) -> Iterator[tuple[str, object, object]]:
     """``(name, source, Prediction or FileFailure)`` for each of ``files`` in order; ``-`` is ``stdin``."""
-    from ..parallel import call_isolated
-
-    from ..parallel import default_workers
+    from ..parallel import call_isolated, default_workers
 
     paths = [f for f in files if f != "-"]
     on_disk = iter(rec.identify_files(paths, workers=workers, executor=executor)) if paths else iter(())
