@@ -22,8 +22,8 @@ from .features import DEFAULT_FEATURE_SET, FeatureSet, get_feature_set
 from .files import PathLike
 from .parallel import FileFailure
 
-__all__ = ["Dataset", "LabelledClip", "track_id", "read_table", "scan_folder", "load_folder", "read_split_list",
-           "read_labels"]
+__all__ = ["Dataset", "LabelledClip", "track_id", "read_table", "scan_folder", "load_folder", "load_clips",
+           "read_split_list", "read_labels", "labelled_set", "load_sets", "concat"]
 
 
 def track_id(name: str) -> str:
@@ -51,6 +51,25 @@ class Dataset:
     feature_set: FeatureSet
     source: str
     failures: list[FileFailure] = field(default_factory=list)
+    #: Per row, the unit that must stay on one side of a split (an artist, a source); default: the track.
+    units: np.ndarray | None = None
+    #: Per row, the labels also counted right, ``|``-separated (default: only ``y``).
+    accept: np.ndarray | None = None
+    #: Per row, the weight of its track in training (default 1).
+    weights: np.ndarray | None = None
+    #: Per row, the name of the labelled set it came from (default: :attr:`source`).
+    origin: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.y)
+        if self.units is None:
+            self.units = self.groups.copy()
+        if self.accept is None:
+            self.accept = self.y.copy()
+        if self.weights is None:
+            self.weights = np.ones(n, dtype=np.float64)
+        if self.origin is None:
+            self.origin = np.full(n, self.source, dtype=object).astype(str)
 
     @property
     def labels(self) -> list[str]:
@@ -64,7 +83,15 @@ class Dataset:
 
     def subset(self, mask: np.ndarray) -> "Dataset":
         """The rows where ``mask`` is true (a boolean mask or index array)."""
-        return Dataset(self.x[mask], self.y[mask], self.groups[mask], self.feature_set, self.source, self.failures)
+        return Dataset(self.x[mask], self.y[mask], self.groups[mask], self.feature_set, self.source, self.failures,
+                       units=self.units[mask], accept=self.accept[mask], weights=self.weights[mask],
+                       origin=self.origin[mask])
+
+    def accepted(self, labels: Sequence[str] | None = None) -> list[frozenset[int]]:
+        """Per row, the indices into ``labels`` (default :attr:`labels`) of the labels counted right."""
+        index = {g: i for i, g in enumerate(labels or self.labels)}
+        return [frozenset(index[a] for a in str(ok).split("|") if a in index) | {index[g]}
+                for g, ok in zip(self.y.tolist(), self.accept.tolist())]
 
     def tracks(self, ids: Sequence[str]) -> "Dataset":
         """The rows of the tracks named in ``ids``."""
@@ -78,8 +105,38 @@ class Dataset:
             "tracks": len(per_track),
             "rows": int(len(self.y)),
             "genres": dict(sorted(Counter(per_track.values()).items())),
+            "sets": dict(sorted(Counter(dict(zip(self.groups.tolist(), self.origin.tolist())).values()).items())),
             "skipped_files": [f.message for f in self.failures],
         }
+
+
+def concat(datasets: Sequence["Dataset"]) -> Dataset:
+    """One dataset of the rows of ``datasets`` (same feature set), in order.
+
+    A track named in more than one of them (the GTZAN table and the GTZAN
+    clips name the same tracks ``genre/name``) is used once, from the first
+    that has it.
+    """
+    if not datasets:
+        raise DatasetError("no data")
+    first = datasets[0]
+    for d in datasets[1:]:
+        if d.feature_set.name != first.feature_set.name or d.x.shape[1] != first.x.shape[1]:
+            raise DatasetError(f"{d.source}: measured with feature set '{d.feature_set.name}', "
+                               f"{first.source} with '{first.feature_set.name}'")
+    seen: set[str] = set()
+    parts = []
+    for d in datasets:
+        keep = ~np.isin(d.groups, list(seen))
+        seen.update(d.groups.tolist())
+        parts.append(d.subset(keep))
+
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(d, name) for d in parts])
+
+    return Dataset(np.vstack([d.x for d in parts]), cat("y"), cat("groups"), first.feature_set,
+                   " + ".join(d.source for d in datasets), [f for d in datasets for f in d.failures],
+                   units=cat("units"), accept=cat("accept"), weights=cat("weights"), origin=cat("origin"))
 
 
 def read_table(path: PathLike, *, feature_set: str | FeatureSet = DEFAULT_FEATURE_SET) -> Dataset:
@@ -120,11 +177,13 @@ def read_table(path: PathLike, *, feature_set: str | FeatureSet = DEFAULT_FEATUR
     return Dataset(x, y, groups, fs, source=str(p))
 
 
-def scan_folder(root: PathLike) -> list[tuple[Path, str]]:
+def scan_folder(root: PathLike, *, min_labels: int = 2) -> list[tuple[Path, str]]:
     """The audio files of a GTZAN-style folder, as ``(path, genre)``, sorted.
 
     Each sub-folder of ``root`` is a genre; audio files are found recursively
-    inside it by their extension.
+    inside it by their extension.  Hidden files and folders (``.Trash``,
+    macOS's ``._name`` resource forks) are passed over.  Fewer than
+    ``min_labels`` labels with audio is a :class:`DatasetError`.
     """
     r = Path(root)
     if not r.is_dir():
@@ -132,11 +191,13 @@ def scan_folder(root: PathLike) -> list[tuple[Path, str]]:
     items: list[tuple[Path, str]] = []
     for genre_dir in sorted(d for d in r.iterdir() if d.is_dir() and not d.name.startswith(".")):
         for f in sorted(genre_dir.rglob("*")):
-            if f.is_file() and f.suffix.lower() in SUPPORTED_EXTENSIONS:
+            hidden = any(part.startswith(".") for part in f.relative_to(genre_dir).parts)
+            if not hidden and f.is_file() and f.suffix.lower() in SUPPORTED_EXTENSIONS:
                 items.append((f, genre_dir.name))
     genres = {g for _, g in items}
-    if len(genres) < 2:
-        raise DatasetError(f"{r}: needs at least two genre sub-folders with audio files, found {len(genres)}")
+    if len(genres) < min_labels:
+        raise DatasetError(f"{r}: needs at least {'two' if min_labels == 2 else min_labels} genre sub-folders "
+                           f"with audio files, found {len(genres)}")
     return items
 
 
@@ -154,28 +215,66 @@ def load_folder(
 
     Files that cannot be used are skipped and listed in ``failures``.
     """
+    clips = [LabelledClip(p, g, (g,)) for p, g in scan_folder(root)]
+    return load_clips(clips, Path(root), feature_set=feature_set, window_seconds=window_seconds,
+                      min_seconds=min_seconds, cache_dir=cache_dir, workers=workers, progress=progress)
+
+
+def load_clips(
+    clips: Sequence["LabelledClip"],
+    root: PathLike,
+    *,
+    feature_set: str | FeatureSet = DEFAULT_FEATURE_SET,
+    window_seconds: float = 30.0,
+    min_seconds: float = 3.0,
+    cache_dir: PathLike | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+    name: str | None = None,
+) -> Dataset:
+    """Extract features of labelled clips (one row per window); ``root`` is the folder their track ids are relative to.
+
+    A clip's track id is its path relative to ``root`` without extension;
+    its unit (what stays on one side of a split) is its ``group``, else the
+    artist where the path says it (``label/artist/track``), else the track.
+    Files that cannot be used are skipped and listed in ``failures``.
+    """
     fs = get_feature_set(feature_set)
-    items = scan_folder(root)
+    root = Path(root)
     results = extract_files(
-        [p for p, _ in items], feature_set=fs, window_seconds=window_seconds, min_seconds=min_seconds,
+        [c.path for c in clips], feature_set=fs, window_seconds=window_seconds, min_seconds=min_seconds,
         cache_dir=cache_dir, workers=workers, progress=progress,
     )
-    xs, ys, groups, failures = [], [], [], []
-    for (path, genre), res in zip(items, results):
+    xs: list[np.ndarray] = []
+    cols: dict[str, list] = {"y": [], "groups": [], "units": [], "accept": [], "weights": []}
+    failures = []
+    for clip, res in zip(clips, results):
         if isinstance(res, FileFailure):
             failures.append(res)
             continue
         assert isinstance(res, WindowFeatures)
         keep = ~res.silent
         if not keep.any():
-            failures.append(FileFailure(str(path), f"{path}: audio is silent"))
+            failures.append(FileFailure(str(clip.path), f"{clip.path}: audio is silent"))
             continue
+        n = int(keep.sum())
+        try:
+            track = track_id(clip.path.relative_to(root).as_posix())
+        except ValueError:
+            track = track_id(clip.path.as_posix())
+        parts = track.split("/")
+        unit = clip.group or (f"{parts[0]}/{parts[1]}" if len(parts) >= 3 else track)
         xs.append(res.values[keep])
-        ys += [genre] * int(keep.sum())
-        groups += [track_id(path.relative_to(root).as_posix())] * int(keep.sum())
+        for key, value in (("y", clip.genre), ("groups", track), ("units", unit),
+                           ("accept", "|".join(clip.accept)), ("weights", clip.weight)):
+            cols[key] += [value] * n
     if not xs:
         raise DatasetError(f"{root}: no usable audio file")
-    return Dataset(np.vstack(xs), np.asarray(ys), np.asarray(groups), fs, str(root), failures)
+    source = name or str(root)
+    return Dataset(np.vstack(xs), np.asarray(cols["y"]), np.asarray(cols["groups"]), fs, source, failures,
+                   units=np.asarray(cols["units"]), accept=np.asarray(cols["accept"]),
+                   weights=np.asarray(cols["weights"], dtype=np.float64),
+                   origin=np.full(len(cols["y"]), source, dtype=object).astype(str))
 
 
 def read_split_list(path: PathLike) -> list[str]:
@@ -194,43 +293,144 @@ def read_split_list(path: PathLike) -> list[str]:
 
 
 class LabelledClip(NamedTuple):
-    """A clip to score a model on: its file, its label, and the labels also accepted for it."""
+    """A labelled recording: its file, its label, the labels also accepted for it, its group and weight."""
 
     path: Path
     genre: str
     accept: tuple[str, ...]
+    #: The unit that must stay on one side of a split (an artist, a source); "" for the track itself.
+    group: str = ""
+    #: How much the recording counts in training (1 by default).
+    weight: float = 1.0
 
 
 #: A labels file larger than this (bytes) is refused.
 MAX_LABELS_BYTES = 16 << 20
+#: The name of the labels file a data folder may hold.
+LABELS_FILE = "labels.csv"
+#: The columns that name a clip's group, first found first (see :func:`read_labels`).
+DEFAULT_GROUP_COLUMNS = ("group",)
 
 
-def read_labels(root: PathLike, labels_csv: PathLike | None = None) -> list[LabelledClip]:
-    """The labelled clips of a folder: from ``labels_csv`` when given, else one sub-folder per label.
-
-    The CSV has a header with at least ``path`` (relative to ``root``) and
-    ``genre``; an optional ``accept`` column lists, separated by ``|``, the
-    labels also counted right where the label is debatable.
-    """
-    r = Path(root)
-    if labels_csv is None:
-        return [LabelledClip(p, g, (g,)) for p, g in scan_folder(r)]
-    p = Path(labels_csv)
+def _read_labels_csv(p: Path) -> list[dict[str, str]]:
+    """The rows of a labels CSV (a regular file of at most :data:`MAX_LABELS_BYTES`; a UTF-8 BOM is allowed)."""
     try:
-        if p.stat().st_size > MAX_LABELS_BYTES:
+        st = p.stat()
+        if not p.is_file():
+            raise DatasetError(f"{p}: a labels file must be a regular file")
+        if st.st_size > MAX_LABELS_BYTES:
             raise DatasetError(f"{p}: labels file is larger than {MAX_LABELS_BYTES >> 20} MB")
-        rows = list(csv.DictReader(p.read_text(encoding="utf-8").splitlines()))
+        with open(p, "rb") as fh:
+            raw = fh.read(MAX_LABELS_BYTES + 1)
+        if len(raw) > MAX_LABELS_BYTES:
+            raise DatasetError(f"{p}: labels file is larger than {MAX_LABELS_BYTES >> 20} MB")
+        rows = list(csv.DictReader(raw.decode("utf-8-sig").splitlines()))
     except FileNotFoundError:
         raise DatasetError(f"{p}: no such labels file") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DatasetError(f"{p}: unreadable labels file ({type(exc).__name__})") from None
     if not rows or not {"path", "genre"} <= set(rows[0]):
         raise DatasetError(f"{p}: a labels file needs a header with 'path' and 'genre' columns and one row per clip")
+    return rows
+
+
+def read_labels(
+    root: PathLike,
+    labels_csv: PathLike | None = None,
+    *,
+    group_by: Sequence[str] = DEFAULT_GROUP_COLUMNS,
+    min_labels: int = 2,
+) -> list[LabelledClip]:
+    """The labelled clips of a folder: from ``labels_csv``, else from the folder's ``labels.csv``, else one sub-folder per label.
+
+    The CSV has a header with at least ``path`` (relative to ``root``) and
+    ``genre``.  Optional columns: ``accept`` lists, separated by ``|``, the
+    labels also counted right where the label is debatable; ``weight``
+    (a positive number) says how much the clip counts in training; the
+    first column of ``group_by`` that the file has names the clip's group,
+    the unit kept on one side of a cross-validation split (an artist, a
+    source).  A folder per label needs ``min_labels`` labels with audio.
+    """
+    r = Path(root)
+    if labels_csv is None:
+        if (r / LABELS_FILE).is_file():
+            labels_csv = r / LABELS_FILE
+        else:
+            return [LabelledClip(p, g, (g,)) for p, g in scan_folder(r, min_labels=min_labels)]
+    p = Path(labels_csv)
+    rows = _read_labels_csv(p)
+    column = next((c for c in group_by if c in rows[0]), None)
     clips = []
-    for row in rows:
+    seen: set[str] = set()
+    for line, row in enumerate(rows, start=2):
         genre = (row.get("genre") or "").strip()
-        if not genre or not row.get("path"):
-            raise DatasetError(f"{p}: a row lacks its path or genre")
+        path = (row.get("path") or "").strip()
+        if not genre or not path:
+            raise DatasetError(f"{p}: line {line} lacks its path or genre")
+        if path in seen:
+            raise DatasetError(f"{p}: line {line} repeats the path {path!r}")
+        seen.add(path)
         accept = tuple(a.strip() for a in (row.get("accept") or "").split("|") if a.strip())
-        clips.append(LabelledClip(r / row["path"], genre, accept if genre in accept else (genre, *accept)))
+        weight = 1.0
+        if (row.get("weight") or "").strip():
+            try:
+                weight = float(row["weight"])
+            except ValueError:
+                weight = float("nan")
+            if not (0 < weight < 1e6):
+                raise DatasetError(f"{p}: line {line} has a weight that is not a positive number")
+        group = (row.get(column) or "").strip() if column else ""
+        clips.append(LabelledClip(r / path, genre, accept if genre in accept else (genre, *accept),
+                                  f"{column}:{group}" if group else "", weight))
     return clips
+
+
+def labelled_set(spec: PathLike, *, group_by: Sequence[str] = DEFAULT_GROUP_COLUMNS) -> tuple[Path, list[LabelledClip]]:
+    """A labelled set named on the command line: ``(root, clips)``.
+
+    ``spec`` is a labels CSV (paths relative to its folder), a folder with a
+    ``labels.csv``, or a folder with one sub-folder of audio per label.
+    """
+    p = Path(spec)
+    if p.is_dir():
+        return p, read_labels(p, group_by=group_by, min_labels=1)  # one set may add a single label
+    if p.exists() and p.suffix.lower() == ".csv":
+        return p.parent, read_labels(p.parent, p, group_by=group_by)
+    if not p.exists():
+        raise DatasetError(f"{p}: no such folder or labels file")
+    raise DatasetError(f"{p}: not a folder of labelled audio or a labels CSV")
+
+
+def load_sets(
+    specs: Sequence[PathLike],
+    *,
+    feature_set: str | FeatureSet = DEFAULT_FEATURE_SET,
+    group_by: Sequence[str] = DEFAULT_GROUP_COLUMNS,
+    window_seconds: float = 30.0,
+    min_seconds: float = 3.0,
+    cache_dir: PathLike | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+    prefix: bool | None = None,
+) -> Dataset:
+    """The features of several labelled sets (see :func:`labelled_set`) as one dataset.
+
+    Each row's :attr:`Dataset.origin` names its set (the folder's name); a
+    set's track ids are prefixed with that name (``prefix``; by default when
+    several sets are given) so that they cannot collide.
+    """
+    parts = []
+    names: list[str] = []
+    for spec in specs:
+        root, clips = labelled_set(spec, group_by=group_by)
+        name = root.resolve().name or str(root)
+        while name in names:
+            name += "'"
+        names.append(name)
+        d = load_clips(clips, root, feature_set=feature_set, window_seconds=window_seconds, min_seconds=min_seconds,
+                       cache_dir=cache_dir, workers=workers, progress=progress, name=name)
+        if prefix or (prefix is None and len(specs) > 1):
+            d.groups = np.char.add(f"{name}/", d.groups.astype(str))
+            d.units = np.asarray([u if ":" in u else f"{name}/{u}" for u in d.units.tolist()])
+        parts.append(d)
+    return concat(parts)

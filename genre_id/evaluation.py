@@ -24,6 +24,7 @@ import numpy as np
 from .augment import Deltas, perturbed_features
 from .dataset import Dataset
 from .errors import DatasetError
+from .model import fuse
 from .training import TrainConfig, default_config, fit
 
 __all__ = [
@@ -32,6 +33,8 @@ __all__ = [
     "group_permutation_importance",
     "evaluate_split",
     "evaluate_folds",
+    "evaluate_grouped",
+    "fit_fusion",
     "score_predictions",
 ]
 
@@ -100,6 +103,8 @@ class EvaluationResult:
     #: Per prediction, the label indices also counted right (the true one and any
     #: neighbouring genre where the label is debatable); None: only the true one.
     accept: list[frozenset[int]] | None = None
+    #: Per prediction, the labelled set it comes from (grouped cross-validation), else None.
+    origin: np.ndarray | None = None
 
     @property
     def accuracy(self) -> float:
@@ -132,6 +137,29 @@ class EvaluationResult:
     def accuracy_std(self) -> float:
         return float(np.std(self.accuracies))
 
+    def intervals(self, *, n: int = 1000, level: float = 0.95, seed: int = 0) -> dict[str, tuple[float, float]]:
+        """Bootstrap intervals of the balanced and lenient balanced accuracy.
+
+        The predictions are resampled with replacement within each true
+        genre (so every genre keeps its number of examples), ``n`` times;
+        the interval holds the middle ``level`` of the resampled figures.
+        """
+        rng = np.random.default_rng(seed)
+        pred = self.proba.argmax(axis=1)
+        right = pred == self.y_true
+        lenient = right if self.accept is None else np.array(
+            [p in ok for p, ok in zip(pred.tolist(), self.accept)], dtype=bool)
+        present = [np.flatnonzero(self.y_true == k) for k in np.unique(self.y_true)]
+        strict_b, lenient_b = np.empty(n), np.empty(n)
+        for i in range(n):
+            picks = [rng.choice(rows, size=len(rows)) for rows in present]
+            strict_b[i] = np.mean([right[p].mean() for p in picks])
+            lenient_b[i] = np.mean([lenient[p].mean() for p in picks])
+        lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+        return {"balanced_accuracy": (float(np.percentile(strict_b, lo)), float(np.percentile(strict_b, hi))),
+                "lenient_balanced_accuracy": (float(np.percentile(lenient_b, lo)),
+                                              float(np.percentile(lenient_b, hi)))}
+
     @property
     def ece(self) -> float:
         return expected_calibration_error(self.proba, self.y_true)
@@ -152,8 +180,10 @@ class EvaluationResult:
                 for i, g in enumerate(self.labels)}
 
     def to_dict(self) -> dict:
+        ci = self.intervals() if len(self.y_true) else {}
         return {
             "protocol": self.protocol,
+            "intervals_95": {k: [round(a, 4), round(b, 4)] for k, (a, b) in ci.items()},
             "accuracy": round(self.accuracy, 4),
             "accuracy_std": round(self.accuracy_std, 4),
             "accuracies": [round(a, 4) for a in self.accuracies],
@@ -272,6 +302,185 @@ def evaluate_folds(
         runs.append(_run(data, splits, config=config, seed=s, importance=importance, deltas=deltas))
     details = {"folds": folds, "tracks": len(set(data.groups.tolist())), "seeds": list(seeds)}
     return _collect(f"{folds}-fold grouped CV", data, runs, details)
+
+
+def _track_proba(proba: np.ndarray, groups: np.ndarray, tracks: Sequence[str]) -> np.ndarray:
+    """The mean window probabilities of each track of ``tracks`` (rows of ``proba`` belong to ``groups``)."""
+    pos = {t: i for i, t in enumerate(tracks)}
+    out = np.zeros((len(tracks), proba.shape[1]))
+    n = np.zeros(len(tracks))
+    for row, g in enumerate(groups.tolist()):
+        i = pos.get(g)
+        if i is not None:
+            out[i] += proba[row]
+            n[i] += 1
+    return out / np.maximum(n, 1)[:, None]
+
+
+def fit_fusion(member_proba: Sequence[np.ndarray], y: np.ndarray, *, rule: str = "geometric-mean",
+               weights: bool = True) -> tuple[list[float], float]:
+    """Member weights (summing to one) and a temperature that minimise the log-loss of the fused probabilities.
+
+    ``member_proba`` holds each member's held-out probabilities of the same
+    examples (true labels ``y``); with ``weights=False`` the members keep
+    equal weights and only the temperature is fitted.  The figures come
+    from held-out predictions only, so fitting them never sees a model's
+    own training data.
+    """
+    from scipy.optimize import minimize
+
+    m = len(member_proba)
+
+    def unpack(theta: np.ndarray) -> tuple[np.ndarray, float]:
+        w = np.exp(theta[:m] - theta[:m].max()) if weights else np.ones(m)
+        return w / w.sum(), float(np.exp(theta[m]))
+
+    def loss(theta: np.ndarray) -> float:
+        w, t = unpack(theta)
+        p = fuse(member_proba, rule=rule, weights=w, temperature=t).astype(np.float64)
+        return float(-np.mean(np.log(np.maximum(p[np.arange(len(y)), y], 1e-12))))
+
+    best = min((minimize(loss, np.r_[start, 0.0], method="Nelder-Mead",
+                         options={"xatol": 1e-3, "fatol": 1e-6, "maxiter": 400})
+                for start in ([0.0] * m, *([[2.0 if i == j else 0.0 for i in range(m)] for j in range(m)]
+                                            if weights and m > 1 else []))), key=lambda r: r.fun)
+    w, t = unpack(best.x)
+    return [round(float(v), 4) for v in w], round(float(min(max(t, 0.05), 20.0)), 4)
+
+
+def evaluate_grouped(
+    members: Sequence[Dataset],
+    *,
+    scored: Sequence[str],
+    folds: int = 5,
+    configs: Sequence[TrainConfig | None] | None = None,
+    deltas: Sequence[Deltas | None] | None = None,
+    seeds: Sequence[int] = (0,),
+    fusion: str = "geometric-mean",
+    progress: Callable[[str], None] | None = None,
+    train_limit: Mapping[str, int] | None = None,
+) -> tuple[EvaluationResult, dict]:
+    """Grouped K-fold cross-validation of a model of one or more members (views) over the scored tracks.
+
+    ``members`` hold each view's rows: the tracks of the labelled sets named
+    in ``scored`` (:attr:`Dataset.origin`), and any other rows (the GTZAN
+    table or clips), which are in every training fold and never scored.  The
+    scored tracks are split in ``folds`` folds stratified by label and
+    grouped by :attr:`Dataset.units` (an artist or a source is never on both
+    sides); each fold is predicted by models that saw nothing of its units.
+    Each member's probability for a track is the mean over its windows.
+
+    With several members, their held-out probabilities are fused by
+    ``fusion`` with member weights and a temperature (:func:`fit_fusion`)
+    fitted, for each fold, on the other folds' held-out predictions only
+    (cross-fitting), so the reported figures never judge a choice made on
+    the same examples.  Returns the result (all seeds pooled; accuracies per
+    seed) and a dict with the fusion fitted on every held-out prediction
+    (what a final model should use), each member's own figures and the
+    held-out probabilities.
+
+    ``train_limit`` (``{label: n}``) simulates teaching a model a label from
+    a few recordings: each training fold keeps only ``n`` of that label's
+    scored-set tracks (the same ones for every member) and none of its other
+    rows (background data included), while every track of it is still scored.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    members = list(members)
+    configs = list(configs) if configs is not None else [None] * len(members)
+    deltas = list(deltas) if deltas is not None else [None] * len(members)
+    labels = sorted(set().union(*[set(m.labels) for m in members]))
+    first = members[0]
+    in_scored = np.isin(first.origin, list(scored))
+    tracks = sorted(set(first.groups[in_scored].tolist()).intersection(
+        *[set(m.groups[np.isin(m.origin, list(scored))].tolist()) for m in members[1:]]))
+    if not tracks:
+        raise DatasetError(f"no track of {', '.join(scored)} to score")
+    row_of = {t: i for i, t in enumerate(first.groups.tolist())}
+    idx = {g: i for i, g in enumerate(labels)}
+    y = np.asarray([idx[first.y[row_of[t]]] for t in tracks])
+    units = np.asarray([first.units[row_of[t]] for t in tracks])
+    origin = np.asarray([first.origin[row_of[t]] for t in tracks])
+    accept_rows = first.subset(np.asarray([row_of[t] for t in tracks]))
+    accept = accept_rows.accepted(labels) if set(accept_rows.labels) <= set(labels) else None
+    y_all, p_all, accs, member_all = [], [], [], [[] for _ in members]
+    chosen_oof: list[list[np.ndarray]] = [[] for _ in members]
+    y_oof = []
+    for seed in seeds:
+        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+        fold_of = np.zeros(len(tracks), dtype=int)
+        for k, (_, test) in enumerate(splitter.split(np.zeros(len(tracks)), y, units)):
+            fold_of[test] = k
+        oof = [np.zeros((len(tracks), len(labels))) for _ in members]
+        for k in range(folds):
+            test_tracks = [t for t, f in zip(tracks, fold_of) if f == k]
+            test_units = set(units[fold_of == k].tolist())
+            for j, data in enumerate(members):
+                train_mask = ~np.isin(data.units, list(test_units)) & ~np.isin(data.groups, test_tracks)
+                for label, n in (train_limit or {}).items():
+                    candidates = sorted({t for t, f, g in zip(tracks, fold_of, y) if f != k and labels[g] == label})
+                    keep = set(np.random.default_rng(seed + k).permutation(candidates)[:n].tolist())
+                    train_mask &= (data.y != label) | np.isin(data.groups, list(keep))
+                train = data.subset(train_mask)
+                if train.labels != labels:
+                    raise DatasetError(f"every label needs training tracks in every fold; fold {k + 1} has none of "
+                                       f"{', '.join(sorted(set(labels) - set(train.labels)))}")
+                cfg = configs[j] or default_config(data.feature_set)
+                fold_deltas = None if deltas[j] is None else deltas[j].without(test_tracks)
+                bundle = fit(train, config=TrainConfig(**{**cfg.__dict__, "seed": seed}), deltas=fold_deltas)
+                test_mask = np.isin(data.groups, test_tracks)
+                proba = bundle.network.predict_proba(data.x[test_mask])
+                rows = _track_proba(proba, data.groups[test_mask], tracks)
+                oof[j][fold_of == k] = rows[fold_of == k]
+                if progress:
+                    progress(f"seed {seed}, fold {k + 1}/{folds}, {data.feature_set.name}")
+        if len(members) > 1:
+            fused = np.zeros((len(tracks), len(labels)))
+            for k in range(folds):
+                rest = fold_of != k
+                w, t = fit_fusion([o[rest] for o in oof], y[rest], rule=fusion)
+                fused[fold_of == k] = fuse([o[fold_of == k] for o in oof], rule=fusion, weights=w, temperature=t)
+        else:
+            fused = oof[0]
+        y_all.append(y)
+        p_all.append(fused)
+        accs.append(float(np.mean(fused.argmax(axis=1) == y)))
+        for j in range(len(members)):
+            member_all[j].append(oof[j])
+            chosen_oof[j].append(oof[j])
+        y_oof.append(y)
+    n_seeds = len(seeds)
+    details = {"folds": folds, "seeds": list(seeds), "tracks": len(tracks),
+               "units": len(set(units.tolist())), "scored_sets": list(scored)}
+    result = EvaluationResult(
+        protocol=f"{folds}-fold CV grouped by {'/'.join(sorted({u.split(':')[0] for u in units if ':' in u})) or 'track'}",
+        labels=labels, accuracies=accs, y_true=np.concatenate(y_all), proba=np.vstack(p_all),
+        details=details, accept=None if accept is None else accept * n_seeds, origin=np.tile(origin, n_seeds),
+    )
+    extra: dict = {"member_results": [], "origin": origin, "tracks": tracks, "y": y,
+                   "member_proba": [np.vstack(m) for m in member_all]}
+    if len(members) > 1:
+        w, t = fit_fusion([np.vstack(o) for o in chosen_oof], np.concatenate(y_oof), rule=fusion)
+        extra["fusion"] = {"rule": fusion, "weights": w, "temperature": t,
+                           "members": [m.feature_set.name for m in members]}
+        result.details["fusion"] = extra["fusion"]
+    for j, m in enumerate(members):
+        r = EvaluationResult(protocol=f"{result.protocol}, member {m.feature_set.name} alone", labels=labels,
+                             accuracies=[float(np.mean(p.argmax(axis=1) == y)) for p in member_all[j]],
+                             y_true=np.concatenate(y_all), proba=np.vstack(member_all[j]),
+                             accept=result.accept, origin=result.origin)
+        extra["member_results"].append(r)
+    return result, extra
+
+
+def rows_of(result: EvaluationResult, mask: np.ndarray, *, protocol: str) -> EvaluationResult:
+    """The figures of ``result`` on the predictions where ``mask`` is true (e.g. one labelled set's rows)."""
+    mask = np.asarray(mask, dtype=bool)
+    return EvaluationResult(protocol=protocol, labels=result.labels,
+                            accuracies=[float(np.mean(result.proba[mask].argmax(axis=1) == result.y_true[mask]))],
+                            y_true=result.y_true[mask], proba=result.proba[mask],
+                            accept=None if result.accept is None else [a for a, k in zip(result.accept, mask) if k],
+                            details={"tracks": int(mask.sum())})
 
 
 def prediction_stability(

@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import ModelError
 
-__all__ = ["import_keras", "build_network", "fit_network", "export_layers", "check_keras_file",
+__all__ = ["import_keras", "build_network", "fit_network", "fit_epochs", "export_layers", "check_keras_file",
            "load_keras_model"]
 
 
@@ -46,6 +46,10 @@ def build_network(
 ) -> Any:
     """A compiled Keras model: Normalization (adapted on ``x_train``), dense + dropout layers, softmax.
 
+    ``l2`` penalises the kernels of every dense layer, the softmax layer's
+    included (without hidden layers the model is an L2-regularised
+    multinomial logistic regression).
+
     ``noise`` adds Gaussian noise of that standard deviation to the
     normalized inputs while training (a regularizer; inactive at prediction).
     The model takes one-hot targets.
@@ -64,7 +68,8 @@ def build_network(
             )
         )
         layers.append(keras.layers.Dropout(dropout, seed=seed + i, name=f"dropout_{i}"))
-    layers.append(keras.layers.Dense(n_classes, activation="softmax", name="genre"))
+    layers.append(keras.layers.Dense(n_classes, activation="softmax", kernel_regularizer=keras.regularizers.L2(l2),
+                                     name="genre"))
     model = keras.Sequential(layers, name="genre_id")
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
@@ -85,10 +90,14 @@ def fit_network(
     patience: int = 30,
     batch_size: int = 32,
     verbose: int = 0,
+    sample_weight: np.ndarray | None = None,
+    val_sample_weight: np.ndarray | None = None,
 ) -> dict:
     """Train until validation loss stops improving for ``patience`` epochs; keep the best weights.
 
-    Returns the history (per-epoch metrics) and the best epoch.
+    ``sample_weight`` (one per training row) weighs each row's loss, e.g. to
+    balance the labels; ``val_sample_weight`` weighs the validation loss the
+    same way.  Returns the history (per-epoch metrics) and the best epoch.
     """
     keras = import_keras()
     n_classes = int(model.outputs[0].shape[-1])
@@ -99,7 +108,9 @@ def fit_network(
     history = model.fit(
         np.asarray(x_train, dtype=np.float32),
         onehot[np.asarray(y_train)],
-        validation_data=(np.asarray(x_val, dtype=np.float32), onehot[np.asarray(y_val)]),
+        sample_weight=None if sample_weight is None else np.asarray(sample_weight, dtype=np.float32),
+        validation_data=(np.asarray(x_val, dtype=np.float32), onehot[np.asarray(y_val)],
+                         *(() if val_sample_weight is None else (np.asarray(val_sample_weight, dtype=np.float32),))),
         epochs=max_epochs,
         batch_size=batch_size,
         callbacks=[stop],
@@ -109,6 +120,25 @@ def fit_network(
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
     best = int(np.argmin(hist["val_loss"]))
     return {"history": hist, "best_epoch": best + 1, "epochs_run": len(hist["val_loss"])}
+
+
+def fit_epochs(
+    model: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: int,
+    batch_size: int = 32,
+    sample_weight: np.ndarray | None = None,
+    verbose: int = 0,
+) -> None:
+    """Train ``model`` on every row for exactly ``epochs`` epochs (a number early stopping chose before)."""
+    n_classes = int(model.outputs[0].shape[-1])
+    model.fit(
+        np.asarray(x, dtype=np.float32), np.eye(n_classes, dtype=np.float32)[np.asarray(y)],
+        sample_weight=None if sample_weight is None else np.asarray(sample_weight, dtype=np.float32),
+        epochs=int(epochs), batch_size=batch_size, verbose=verbose, shuffle=True,
+    )
 
 
 def export_layers(model: Any) -> tuple[list[dict], dict[str, np.ndarray]]:

@@ -63,6 +63,12 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "models" / "default"
 _KERAS_FILE = "model.keras"
 _WEIGHTS_FILE = "weights.npz"
 _META_FILE = "model.json"
+_POOL_FILE = "pool.npz"
+#: The arrays of a model's stored training pool (``pool.npz``), and their kinds.
+POOL_ARRAYS = {"x": "f", "y": "U", "groups": "U", "units": "U", "weights": "f"}
+#: The optional augmentation deltas stored beside the pool.
+POOL_OPTIONAL = {"deltas": "f", "delta_tracks": "U", "delta_perturbations": "U"}
+MAX_POOL_BYTES = 64 << 20
 _EPSILON = 1e-7  # keras.backend.epsilon(), used by keras.layers.Normalization
 _ACTIVATIONS = ("linear", "relu", "softmax")
 
@@ -180,6 +186,8 @@ class ModelBundle:
     network: DenseNetwork
     path: Path | None = None
     keras_model: Any = field(default=None, repr=False)
+    #: The training features (see :func:`load_pool`), written as ``pool.npz`` so the model can be extended.
+    pool: dict[str, np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def labels(self) -> list[str]:
@@ -229,16 +237,32 @@ FUSION_RULES = ("mean", "geometric-mean")
 _PROBABILITY_FLOOR = 1e-6  # keeps the logarithm finite in the geometric mean
 
 
-def fuse(probabilities: Sequence[np.ndarray], *, rule: str) -> np.ndarray:
-    """Fuse equally weighted class probabilities (each of shape ``(n, labels)``) by ``rule``."""
+def fuse(probabilities: Sequence[np.ndarray], *, rule: str, weights: Sequence[float] | None = None,
+         temperature: float = 1.0) -> np.ndarray:
+    """Fuse class probabilities (each of shape ``(n, labels)``) by ``rule``.
+
+    ``weights`` (one per member, default equal) weigh the members: the
+    geometric mean becomes ``prod_m p_m ** w_m`` with the weights summing to
+    one, the mean a weighted mean.  ``temperature`` then calibrates the
+    result: ``p ** (1 / T)``, renormalised (``T > 1`` softens, ``T < 1``
+    sharpens; the ranking of the genres never changes).
+    """
     stack = np.stack([np.asarray(p, dtype=np.float64) for p in probabilities])
+    w = np.full(len(stack), 1.0) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != (len(stack),) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise ModelError(f"fusion weights must be {len(stack)} non-negative numbers, not all zero")
+    w = w / w.sum()
+    if not (np.isfinite(temperature) and temperature > 0):
+        raise ModelError("the fusion temperature must be a positive number")
     if rule == "mean":
-        out = stack.mean(axis=0)
+        out = np.log(np.maximum(np.tensordot(w, stack, axes=1), _PROBABILITY_FLOOR))
     elif rule == "geometric-mean":
-        out = np.exp(np.log(np.maximum(stack, _PROBABILITY_FLOOR)).mean(axis=0))
-        out /= out.sum(axis=-1, keepdims=True)
+        out = np.tensordot(w, np.log(np.maximum(stack, _PROBABILITY_FLOOR)), axes=1)
     else:
         raise ModelError(f"unknown fusion rule {one_line(rule)[:40]!r} (known: {', '.join(FUSION_RULES)})")
+    out = out / temperature
+    out = np.exp(out - out.max(axis=-1, keepdims=True))
+    out /= out.sum(axis=-1, keepdims=True)
     return out.astype(np.float32)
 
 
@@ -265,6 +289,17 @@ class Ensemble:
         return str(self.metadata["fusion"])
 
     @property
+    def fusion_weights(self) -> list[float] | None:
+        """Each member's weight in the fusion (None: equal), from ``model.json``'s ``fusion_weights``."""
+        w = self.metadata.get("fusion_weights")
+        return None if w is None else [float(v) for v in w]
+
+    @property
+    def temperature(self) -> float:
+        """The calibration temperature applied after fusing (``model.json``'s ``temperature``, default 1)."""
+        return float(self.metadata.get("temperature", 1.0))
+
+    @property
     def member_names(self) -> list[str]:
         """Each member's name: its sub-folder's."""
         return [str(m["folder"]) for m in self.metadata["members"]]
@@ -280,7 +315,8 @@ class Ensemble:
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """The fused probabilities, one row per feature row, columns in :attr:`labels` order."""
-        return fuse(self.member_proba(x), rule=self.fusion)
+        return fuse(self.member_proba(x), rule=self.fusion, weights=self.fusion_weights,
+                    temperature=self.temperature)
 
 
 #: Bounds on what a model folder may make us read (bytes), checked before reading.
@@ -603,6 +639,13 @@ def _load_ensemble(folder: Path, meta: dict, *, backend: str) -> Ensemble:
         raise ModelError(f"{folder}: an ensemble lists 1 to {MAX_MEMBERS} members")
     if meta.get("fusion") not in FUSION_RULES:
         raise ModelError(f"{folder}: unknown fusion rule (known: {', '.join(FUSION_RULES)})")
+    weights = meta.get("fusion_weights")
+    if weights is not None and not (isinstance(weights, list) and len(weights) == len(listed)
+                                    and all(_is_number(w) and 0 <= w <= 1e6 for w in weights) and sum(weights) > 0):
+        raise ModelError(f"{folder}: 'fusion_weights' must list one non-negative number per member, not all zero")
+    temperature = meta.get("temperature", 1.0)
+    if not (_is_number(temperature) and 0.01 <= temperature <= 100):
+        raise ModelError(f"{folder}: 'temperature' must be a number from 0.01 to 100")
     members = []
     for entry in listed:
         name = entry.get("folder") if isinstance(entry, dict) else None
@@ -623,12 +666,14 @@ def _load_ensemble(folder: Path, meta: dict, *, backend: str) -> Ensemble:
 
 
 def save_ensemble(members: Sequence[str | os.PathLike[str]], path: str | os.PathLike[str], *,
-                  fusion: str, metadata: Mapping | None = None) -> Path:
+                  fusion: str, metadata: Mapping | None = None, weights: Sequence[float] | None = None,
+                  temperature: float = 1.0) -> Path:
     """Write an ensemble of the model folders ``members`` at ``path``, atomically.
 
     Each member is copied into a sub-folder named after its feature set; the
     members must share labels and window (checked by loading the result
-    before it replaces anything).  ``metadata`` adds entries to ``model.json``.
+    before it replaces anything).  ``weights`` and ``temperature`` are the
+    fusion's (see :func:`fuse`).  ``metadata`` adds entries to ``model.json``.
     """
     if fusion not in FUSION_RULES:
         raise ModelError(f"unknown fusion rule {one_line(fusion)[:40]!r} (known: {', '.join(FUSION_RULES)})")
@@ -648,6 +693,10 @@ def save_ensemble(members: Sequence[str | os.PathLike[str]], path: str | os.Path
         meta = {"format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION, **(metadata or {}),
                 "members": [{"folder": n, "name": b.name, "version": b.version} for n, b in zip(names, bundles)],
                 "fusion": fusion, "labels": bundles[0].labels}
+        if weights is not None:
+            meta["fusion_weights"] = [round(float(w), 6) for w in weights]
+        if temperature != 1.0:
+            meta["temperature"] = round(float(temperature), 6)
         _write_json(tmp / _META_FILE, meta)
         load_bundle(tmp)  # the whole ensemble must load before it replaces anything
 
@@ -706,6 +755,11 @@ def save_bundle(bundle: ModelBundle, path: str | os.PathLike[str], *, keras_mode
             shutil.copy2(bundle.path / _KERAS_FILE, tmp / _KERAS_FILE)
         with open(tmp / _WEIGHTS_FILE, "wb") as fh:
             np.savez(fh, **bundle.network.arrays)
+        if bundle.pool is not None:
+            with open(tmp / _POOL_FILE, "wb") as fh:
+                np.savez_compressed(fh, **bundle.pool)
+        elif bundle.path is not None and (bundle.path / _POOL_FILE).is_file():
+            shutil.copy2(bundle.path / _POOL_FILE, tmp / _POOL_FILE)
         meta = dict(bundle.metadata)
         meta["network"] = {**meta.get("network", {}), "layers": bundle.network.layers}
         _write_json(tmp / _META_FILE, meta)
@@ -799,6 +853,41 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def load_pool(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """The training features stored in the model folder ``path`` (``pool.npz``), for extending the model.
+
+    Arrays: ``x`` ``(rows, features)`` (stored as float16, returned as
+    float32), ``y`` each row's label, ``groups`` its track, ``units`` what
+    stays on one side of a split, ``weights`` its track's weight; and, when
+    the model was trained with augmentation, ``deltas`` with the track and
+    perturbation of each.  Read without pickle; a missing, oversized or
+    malformed file is a one-line :class:`ModelError`.
+    """
+    folder = Path(path)
+    fh = _open_regular(folder / _POOL_FILE, max_bytes=MAX_POOL_BYTES,
+                       missing=f"{folder}: the model was saved without its training features ({_POOL_FILE}), "
+                               "so it cannot be extended; retrain it with this genre-id")
+    try:
+        with fh, np.load(fh, allow_pickle=False) as z:
+            if sum(info.file_size for info in z.zip.infolist()) > 4 * MAX_POOL_BYTES:
+                raise ModelError(f"{folder / _POOL_FILE}: unpacks to too many bytes")
+            arrays = {k: z[k] for k in z.files if k in POOL_ARRAYS or k in POOL_OPTIONAL}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise ModelError(f"{folder / _POOL_FILE}: unreadable training features ({type(exc).__name__})") from None
+    for key, kind in {**POOL_ARRAYS, **(POOL_OPTIONAL if "deltas" in arrays else {})}.items():
+        if key not in arrays or arrays[key].dtype.kind != kind:
+            raise ModelError(f"{folder / _POOL_FILE}: '{key}' is missing or of the wrong type")
+    n = len(arrays["x"])
+    if arrays["x"].ndim != 2 or any(len(arrays[k]) != n for k in POOL_ARRAYS):
+        raise ModelError(f"{folder / _POOL_FILE}: its arrays do not have one row each per example")
+    arrays["x"] = arrays["x"].astype(np.float32)
+    if "deltas" in arrays:
+        arrays["deltas"] = arrays["deltas"].astype(np.float32)
+    if not (np.isfinite(arrays["x"]).all() and np.isfinite(arrays["weights"]).all()):
+        raise ModelError(f"{folder / _POOL_FILE}: holds values that are not finite")
+    return arrays
 
 
 def network_from_layers(layers: Sequence[dict], arrays: Mapping[str, np.ndarray]) -> DenseNetwork:

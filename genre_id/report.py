@@ -26,11 +26,16 @@ def summary_text(results: Sequence[EvaluationResult]) -> str:
     """A few lines per protocol: accuracy (mean ± std over seeds), ECE, weakest genres, top inputs."""
     lines = []
     for r in results:
-        lines.append(f"{r.protocol}: accuracy {r.accuracy:.3f} ± {r.accuracy_std:.3f} "
-                     f"over {len(r.accuracies)} seed(s); calibration error (ECE) {r.ece:.3f}")
-        lines.append(f"  balanced accuracy {r.balanced_accuracy:.3f} (lenient {r.lenient_balanced_accuracy:.3f}); "
+        spread = f" ± {r.accuracy_std:.3f} over {len(r.accuracies)} seeds" if len(r.accuracies) > 1 else ""
+        lines.append(f"{r.protocol}: accuracy {r.accuracy:.3f}{spread}; calibration error (ECE) {r.ece:.3f}")
+        ci = r.intervals()
+        (b_lo, b_hi), (l_lo, l_hi) = ci["balanced_accuracy"], ci["lenient_balanced_accuracy"]
+        lines.append(f"  balanced accuracy {r.balanced_accuracy:.3f} [95% {b_lo:.3f}-{b_hi:.3f}] "
+                     f"(lenient {r.lenient_balanced_accuracy:.3f} [{l_lo:.3f}-{l_hi:.3f}]); "
                      f"mean confidence when wrong {r.mean_confidence_wrong:.3f}")
-        worst = sorted(r.per_genre().items(), key=lambda kv: kv[1]["f1"])[:3]
+        scored = {g: m for g, m in r.per_genre().items() if m["support"]}
+        lines.append("  recall: " + ", ".join(f"{g} {m['recall']:.2f}" for g, m in scored.items()))
+        worst = sorted(scored.items(), key=lambda kv: kv[1]["f1"])[:3]
         lines.append("  weakest genres (F1): " + ", ".join(f"{g} {m['f1']:.2f}" for g, m in worst))
         if r.importance:
             top = list(r.importance.items())[:5]
@@ -44,14 +49,18 @@ def markdown(results: Sequence[EvaluationResult], *, title: str, command: str, n
     out = [f"# {title}", "", f"Command: `{command}`", ""]
     if notes:
         out += [notes, ""]
-    out += ["| protocol | accuracy (mean ± std) | seeds | balanced (lenient) | confidence when wrong | ECE |",
-            "| --- | --- | --- | --- | --- | --- |"]
+    out += ["| protocol | accuracy (mean ± std) | seeds | balanced [95% interval] | lenient [95% interval] "
+            "| confidence when wrong | ECE |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
+        ci = r.intervals()
+        (b_lo, b_hi), (l_lo, l_hi) = ci["balanced_accuracy"], ci["lenient_balanced_accuracy"]
         out.append(f"| {r.protocol} | {r.accuracy:.3f} ± {r.accuracy_std:.3f} | {len(r.accuracies)} | "
-                   f"{r.balanced_accuracy:.3f} ({r.lenient_balanced_accuracy:.3f}) | {r.mean_confidence_wrong:.3f} | "
+                   f"{r.balanced_accuracy:.3f} [{b_lo:.3f}, {b_hi:.3f}] | "
+                   f"{r.lenient_balanced_accuracy:.3f} [{l_lo:.3f}, {l_hi:.3f}] | {r.mean_confidence_wrong:.3f} | "
                    f"{r.ece:.3f} |")
     for r in results:
-        out += ["", f"## {r.protocol}", "", "| genre | precision | recall | F1 | test windows |",
+        out += ["", f"## {r.protocol}", "", "| genre | precision | recall | F1 | test examples |",
                 "| --- | --- | --- | --- | --- |"]
         for g, m in r.per_genre().items():
             out.append(f"| {g} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pytest
 
 from conftest import ROOT, tone
 from genre_id.features import get_feature_set
@@ -66,3 +67,91 @@ def test_training_folder_with_broken_files_skips_and_lists_them(tmp_path, monkey
         message = failed[str(path)]
         assert message.startswith(str(path)) and words in message and "\n" not in message, message
     assert sorted(data.summary()["skipped_files"]) == sorted(failed.values())
+
+
+def _labelled_folder(root, rows, header="path,genre,accept,group,weight", *, bom=False):
+    """A folder of short tones with a labels CSV (``rows`` of the header's columns; the path's file is made)."""
+    for i, row in enumerate(rows):
+        path = root / row[0]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write(path, tone(3.5, freq=220.0 * (1 + i % 5), seed=i), 22050)
+    text = header + "\n" + "".join(",".join(r) + "\n" for r in rows)
+    (root / "labels.csv").write_bytes(("\ufeff" if bom else "").encode() + text.encode("utf-8"))
+    return root
+
+
+def test_a_labels_file_gives_accept_group_and_weight_and_a_bom_is_fine(tmp_path):
+    from genre_id.dataset import labelled_set
+
+    root = _labelled_folder(tmp_path / "set", [
+        ("a/one.wav", "rock", "rock|metal", "artist-1", "2"),
+        ("a/two.wav", "pop", "", "artist-1", ""),
+        ("three.wav", "pop", "disco", "", "0.5"),
+    ], bom=True)
+    got_root, clips = labelled_set(root)  # a folder holding labels.csv is read through it
+    assert got_root == root
+    assert [(c.path.name, c.genre, c.accept, c.group, c.weight) for c in clips] == [
+        ("one.wav", "rock", ("rock", "metal"), "group:artist-1", 2.0),
+        ("two.wav", "pop", ("pop",), "group:artist-1", 1.0),
+        ("three.wav", "pop", ("pop", "disco"), "", 0.5),
+    ]
+    assert labelled_set(root / "labels.csv")[1] == clips  # the CSV itself names the same set
+
+
+def test_group_by_picks_the_first_column_a_file_has(tmp_path):
+    from genre_id.dataset import read_labels
+
+    root = _labelled_folder(tmp_path / "set", [("x.wav", "rock", "src-a"), ("y.wav", "jazz", "src-b")],
+                            header="path,genre,source_repo")
+    assert [c.group for c in read_labels(root, group_by=("group", "source_repo"))] == ["source_repo:src-a",
+                                                                                     "source_repo:src-b"]
+    assert [c.group for c in read_labels(root)] == ["", ""]
+
+
+@pytest.mark.parametrize("row, problem", [
+    (("x.wav", "rock", "", "", "-1"), "weight that is not a positive number"),
+    (("x.wav", "", "", "", ""), "lacks its path or genre"),
+])
+def test_a_bad_labels_row_is_one_line_naming_the_file_and_line(tmp_path, row, problem):
+    from genre_id.dataset import read_labels
+    from genre_id.errors import DatasetError
+
+    root = _labelled_folder(tmp_path / "set", [("ok.wav", "pop", "", "", ""), row])
+    with pytest.raises(DatasetError, match=rf"labels.csv: line 3 .*{problem}"):
+        read_labels(root)
+
+
+def test_a_labels_file_that_is_not_a_regular_file_is_refused_without_reading(tmp_path):
+    from genre_id.dataset import read_labels
+    from genre_id.errors import DatasetError
+
+    fifo = tmp_path / "labels.csv"
+    os.mkfifo(fifo)  # no writer: reading it would hang
+    with pytest.raises(DatasetError, match="must be a regular file"):
+        read_labels(tmp_path, fifo)
+
+
+def test_hidden_files_and_folders_never_reach_a_training_set(tmp_path):
+    from genre_id.dataset import scan_folder
+
+    for name in ("rock/a.wav", "rock/._a.wav", "rock/.Trash/b.wav", "jazz/c.wav", ".hidden/d.wav"):
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write(path, tone(3.5), 22050)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p, _ in scan_folder(tmp_path)) == ["jazz/c.wav", "rock/a.wav"]
+
+
+def test_several_sets_become_one_dataset_with_their_origin_and_no_colliding_tracks(tmp_path):
+    from genre_id.dataset import load_sets
+
+    first = _labelled_folder(tmp_path / "first", [("rock/x.wav", "rock", "", "band", ""),
+                                                  ("pop/y.wav", "pop", "disco", "", "")])
+    second = _labelled_folder(tmp_path / "second", [("rock/x.wav", "rock", "", "band", ""),
+                                                    ("pop/z.wav", "pop", "", "", "")])
+    data = load_sets([first, second / "labels.csv"], feature_set="levelfree", cache_dir=None, workers=1,
+                     progress=False)
+    assert data.groups.tolist() == ["first/rock/x", "first/pop/y", "second/rock/x", "second/pop/z"]
+    assert data.origin.tolist() == ["first", "first", "second", "second"]
+    # the labels file's group is shared across sets; a track without one is its own unit, named by its set
+    assert data.units.tolist() == ["group:band", "first/pop/y", "group:band", "second/pop/z"]
+    assert data.accept.tolist() == ["rock", "pop|disco", "rock", "pop"]

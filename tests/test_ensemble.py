@@ -119,3 +119,38 @@ def test_the_shipped_model_shows_each_members_view(default_recognizer, mini_dir)
     for probs in p.members.values():
         assert set(probs) == set(default_recognizer.labels) and sum(probs.values()) == pytest.approx(1, abs=1e-3)
     assert [m["name"] for m in p.to_dict()["members"]] == ["levelfree", "musicnn-msd"]
+
+
+def test_weights_and_temperature_of_the_fusion():
+    p = np.array([[0.7, 0.2, 0.1]])
+    q = np.array([[0.1, 0.2, 0.7]])
+    only_p = fuse([p, q], rule="geometric-mean", weights=[1.0, 0.0])
+    assert only_p == pytest.approx(p, abs=1e-6)  # a member of weight 0 has no say
+    leaning = fuse([p, q], rule="geometric-mean", weights=[3.0, 1.0])
+    assert leaning[0, 0] > leaning[0, 2]
+    assert fuse([p, q], rule="mean", weights=[1, 3]) == pytest.approx(0.25 * p + 0.75 * q, abs=1e-6)
+    soft = fuse([p], rule="geometric-mean", temperature=2.0)
+    expected = np.sqrt(p) / np.sqrt(p).sum()
+    assert soft == pytest.approx(expected, abs=1e-6) and soft.argmax() == p.argmax()
+    with pytest.raises(ModelError, match="fusion weights"):
+        fuse([p, q], rule="geometric-mean", weights=[1.0])
+    with pytest.raises(ModelError, match="temperature"):
+        fuse([p, q], rule="geometric-mean", temperature=0.0)
+
+
+def test_an_ensemble_keeps_its_weights_and_temperature_and_refuses_bad_ones(members, tmp_path):
+    root, lf, msd = members
+    out = save_ensemble([lf, msd], tmp_path / "ens", fusion="geometric-mean", weights=[0.25, 0.75], temperature=0.8)
+    model = load_bundle(out)
+    assert model.fusion_weights == [0.25, 0.75] and model.temperature == 0.8
+    x = np.hstack([_toy("levelfree", seed=1).x[:5], _toy("musicnn-msd", seed=2).x[:5]])
+    lf_p, msd_p = model.member_proba(x)
+    assert model.predict_proba(x) == pytest.approx(
+        fuse([lf_p, msd_p], rule="geometric-mean", weights=[0.25, 0.75], temperature=0.8), abs=1e-6)
+    good = json.loads((out / "model.json").read_text())
+    for key, value in (("fusion_weights", [1.0]), ("fusion_weights", [-1, 2]), ("temperature", 0),
+                       ("temperature", "hot")):
+        meta = {**good, key: value}
+        (out / "model.json").write_text(json.dumps(meta))
+        with pytest.raises(ModelError, match=key):
+            load_bundle(out)

@@ -88,3 +88,106 @@ def test_evaluate_command_writes_a_report(tmp_path, table_path, split_dir):
     assert {p.name for p in out.iterdir()} == {"report.md", "report.json", "confusion-split-test-filtered-txt.png"}
     assert "| genre | precision | recall | F1 |" in (out / "report.md").read_text()
     assert track_id("blues/blues.00012.wav") == "blues/blues.00012"
+
+
+def _pool(feature_set: str, *, seed: int) -> Dataset:
+    """Toy 'real' recordings (3 labels, 2 sets, 12 artists of 3 tracks; an artist's tracks share an offset)
+    plus background rows of a third set that are never scored."""
+    fs = get_feature_set(feature_set)
+    rng = np.random.default_rng(seed)
+    labels = np.array(["a", "b", "c"])
+    centers = rng.normal(0, 1.5, size=(3, fs.n_features))
+    rows, y, groups, units, origin = [], [], [], [], []
+    for artist in range(12):
+        label = labels[artist % 3]
+        offset = rng.normal(0, 2, size=fs.n_features)
+        for song in range(3):
+            rows.append(centers[artist % 3] + offset + rng.normal(0, 1, size=fs.n_features))
+            y.append(label)
+            groups.append(f"{'dev' if artist < 3 else 'train'}/{label}/artist{artist}-{song}")
+            units.append(f"group:artist{artist}")
+            origin.append("dev" if artist < 3 else "train")
+    for i in range(30):
+        rows.append(centers[i % 3] + rng.normal(0, 1, size=fs.n_features))
+        y.append(labels[i % 3]); groups.append(f"background/{i}"); units.append(f"background/{i}")
+        origin.append("background")
+    return Dataset(np.asarray(rows), np.asarray(y), np.asarray(groups), fs, "toy", units=np.asarray(units),
+                   origin=np.asarray(origin))
+
+
+def test_grouped_cv_never_trains_on_a_scored_units_rows_and_fits_the_fusion_on_held_out_predictions(monkeypatch):
+    import genre_id.evaluation as ev
+
+    members = [_pool("levelfree", seed=0), _pool("musicnn-msd", seed=0)]
+    seen = []
+    real_fit = ev.fit
+
+    def recording_fit(train, **kwargs):
+        seen.append(set(train.units.tolist()))
+        return real_fit(train, **kwargs)
+
+    monkeypatch.setattr(ev, "fit", recording_fit)
+    result, extra = ev.evaluate_grouped(members, scored=["train", "dev"], folds=3, configs=[FAST, FAST])
+    assert len(result.y_true) == 36 and result.origin.tolist().count("dev") == 9  # background rows never scored
+    artists = {f"group:artist{a}" for a in range(12)}
+    for unit in artists:  # each artist is missing from exactly one fold's training, for each member
+        assert sum(unit not in s for s in seen) == 2, unit
+    assert all(f"background/{i}" in s for s in seen for i in range(30))  # in every training fold
+    fusion = extra["fusion"]
+    assert len(fusion["weights"]) == 2 and sum(fusion["weights"]) == pytest.approx(1, abs=1e-3)
+    assert 0.05 <= fusion["temperature"] <= 20
+    assert result.balanced_accuracy > 0.6  # far above chance (1/3) on this easy toy
+    low, high = result.intervals()["balanced_accuracy"]
+    assert low <= result.balanced_accuracy <= high
+    dev = ev.rows_of(result, result.origin == "dev", protocol="dev")
+    assert len(dev.y_true) == 9
+
+
+def test_fit_fusion_weighs_the_better_member_up_and_sharpens_an_underconfident_one():
+    from genre_id.evaluation import fit_fusion
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, size=400)
+    good = np.full((400, 3), 0.2)
+    good[np.arange(400), y] = 0.6  # always right, but only 60 % sure
+    noise = rng.dirichlet(np.ones(3), size=400)  # says nothing
+    weights, temperature = fit_fusion([good, noise], y)
+    assert weights[0] > 0.8 and temperature < 1.0
+
+
+@pytest.mark.slow
+def test_evaluate_cv_command_scores_each_set_and_keeps_groups_together(tmp_path):
+    """`evaluate A B --cv 2 --also-train C`: one report for A and B together and one per set; C never scored."""
+    from test_audio import _write
+
+    from conftest import tone
+
+    def make(name, rows):
+        root = tmp_path / name
+        lines = ["path,genre,group"]
+        for i, (genre, group) in enumerate(rows):
+            freq = {"low": 200.0, "high": 2400.0}[genre] * (1 + 0.03 * i)
+            (root / genre).mkdir(parents=True, exist_ok=True)
+            _write(root / genre / f"{i}.wav", tone(4.0, freq=freq, seed=i), 22050)
+            lines.append(f"{genre}/{i}.wav,{genre},{group}")
+        (root / "labels.csv").write_text("\n".join(lines) + "\n")
+        return root
+
+    a = make("a", [(g, f"artist{i % 4}") for i, g in enumerate(["low", "high"] * 6)])
+    b = make("b", [(g, f"artist{i % 4}") for i, g in enumerate(["low", "high"] * 2)])
+    c = make("c", [(g, "") for g in ["low", "high"] * 3])
+    out = tmp_path / "report"
+    cmd = [sys.executable, "-m", "genre_id.cli", "evaluate", str(a), str(b), "--cv", "2", "--also-train", str(c),
+           "--max-epochs", "20", "--patience", "5", "--no-cache", "--json", "-q", "--out", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    protocols = [r["protocol"] for r in doc["results"]]
+    assert protocols == ["2-fold CV grouped by group", "2-fold CV grouped by group: a rows alone",
+                         "2-fold CV grouped by group: b rows alone"]
+    whole, only_a, only_b = doc["results"]
+    assert sum(sum(row) for row in whole["confusion"]) == 16  # a and b, never c
+    assert sum(sum(row) for row in only_a["confusion"]) == 12 and sum(sum(row) for row in only_b["confusion"]) == 4
+    low, high = whole["intervals_95"]["balanced_accuracy"]
+    assert low <= whole["balanced_accuracy"] <= high
+    assert (out / "report.md").is_file() and len(list(out.glob("confusion-*.png"))) == 3

@@ -48,7 +48,7 @@ def test_training_learns_and_stops_on_validation_loss(toy_model):
 
 def test_saved_folder_round_trips_and_records_what_made_it(toy_model):
     data, bundle, out = toy_model
-    assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.keras", "weights.npz"]
+    assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.keras", "pool.npz", "weights.npz"]
     meta = json.loads((out / "model.json").read_text())
     for key in ("labels", "feature_set", "window_seconds", "training", "metrics", "library_versions"):
         assert key in meta

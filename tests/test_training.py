@@ -80,3 +80,22 @@ def test_a_small_folder_of_own_labels_trains_a_model_that_names_each_label(mini_
     unseen = [(label, rec.identify(p).genre) for label, clips in held_out.items() for p in clips]
     right = sum(a == b for a, b in unseen)
     assert right >= 0.75 * len(unseen), unseen
+
+
+def test_balanced_row_weights_give_every_label_the_same_total_and_a_track_one_share():
+    from genre_id.dataset import Dataset
+    from genre_id.features import get_feature_set
+    from genre_id.training import row_weights
+
+    # label a: 3 tracks (one with 4 windows, one weighted 2), label b: 1 track
+    groups = np.asarray(["a/1"] * 4 + ["a/2", "a/3", "b/1"])
+    y = np.asarray([g.split("/")[0] for g in groups])
+    weights = np.asarray([1.0] * 4 + [2.0, 1.0, 1.0])
+    data = Dataset(np.zeros((7, 51)), y, groups, get_feature_set("levelfree"), "toy", weights=weights)
+    w = row_weights(data, ["a", "b"], class_weight="balanced")
+    assert w.mean() == pytest.approx(1.0)
+    assert w[y == "a"].sum() == pytest.approx(w[y == "b"].sum())  # 3 tracks weigh what 1 does
+    assert w[:4].sum() == pytest.approx(w[5])  # four windows of one track weigh one track
+    assert w[4] == pytest.approx(2 * w[5])  # the labels file's weight
+    plain = row_weights(data, ["a", "b"], class_weight="none")
+    assert plain[4] == pytest.approx(2 * plain[5]) and plain[6] == pytest.approx(plain[5])

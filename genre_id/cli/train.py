@@ -26,8 +26,15 @@ __all__ = ["add_parsers", "cmd_train", "cmd_ensemble", "cmd_evaluate"]
 
 
 def _add_data_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("data_dir", nargs="?", metavar="DATA_DIR", help="folder with one sub-folder of audio per genre")
-    p.add_argument("--table", metavar="FEATURES.csv", help="use a feature table instead of audio")
+    p.add_argument("data", nargs="*", metavar="DATA",
+                   help="labelled recordings: a folder with one sub-folder of audio per label, a folder with a "
+                        "labels.csv, or a labels CSV (columns path, genre; optional accept, group, weight); "
+                        "several may be given")
+    p.add_argument("--table", metavar="FEATURES.csv",
+                   help="a feature table with the GTZAN columns (alone, or beside DATA for feature sets it holds)")
+    p.add_argument("--group-by", default="group", metavar="COLUMN[,COLUMN]",
+                   help="labels-file column(s) naming what stays on one side of a split (an artist, a source); "
+                        "each file uses the first it has (default: group); without one, a track is its own group")
     p.add_argument("--feature-set", default=DEFAULT_FEATURE_SET, help=f"feature set (default {DEFAULT_FEATURE_SET})")
     p.add_argument("--window-seconds", type=float, default=30.0, help="analysis window, seconds (default 30)")
     p.add_argument("--workers", type=positive_int, default=None, metavar="N",
@@ -40,9 +47,12 @@ def _add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--augment-from", metavar="CLIPS_DIR",
                    help="GTZAN-style folder of real clips: teach the model what gain, mastering, mp3, resampling "
                         "and band-limiting do to their features (feature-space augmentation)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the split and the network (default 0)")
     p.add_argument("--patience", type=int, default=30, help="epochs without better validation loss before stopping")
-    p.add_argument("--max-epochs", type=int, default=400)
+    p.add_argument("--max-epochs", type=int, default=400, help="the most epochs to train (default 400)")
+    p.add_argument("--class-weight", choices=("balanced", "none"), default="balanced",
+                   help="balanced (default): every label weighs the same in training whatever its number of "
+                        "recordings; none: every recording counts once")
 
 
 def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
@@ -52,6 +62,9 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
                    help="model folder to write, e.g. models/mine (a symbolic link is followed: its target is written)")
     t.add_argument("--name", help="model name (default: the folder's name)")
     t.add_argument("--model-version", default="1", help="version string stored in the model")
+    t.add_argument("--extend", metavar="MODEL",
+                   help="keep what MODEL ('default': the shipped one) learnt and add DATA, new labels included: "
+                        "each member is retrained on its stored training features plus DATA")
     t.set_defaults(func=cmd_train)
 
     m = sub.add_parser("ensemble", parents=parents, help="combine trained models (of different feature sets) into one")
@@ -59,6 +72,10 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
     m.add_argument("--out", required=True, metavar="DIR", help="ensemble folder to write, e.g. models/mine")
     m.add_argument("--fusion", default="geometric-mean", choices=("mean", "geometric-mean"),
                    help="how the members' probabilities are combined (default geometric-mean)")
+    m.add_argument("--weights", metavar="W[,W...]",
+                   help="one weight per member in the fusion (default: equal), e.g. from 'evaluate --cv'")
+    m.add_argument("--temperature", type=float, default=1.0, metavar="T",
+                   help="calibration temperature applied after fusing (default 1; above 1 softens, below sharpens)")
     m.add_argument("--name", help="model name (default: the folder's name)")
     m.add_argument("--model-version", default="1", help="version string stored in the model")
     m.set_defaults(func=cmd_ensemble)
@@ -76,6 +93,14 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
                      help="train on the tracks of the first list(s), test on the second's")
     how.add_argument("--folds", type=int_at_least(2), default=10, metavar="K",
                      help="stratified K-fold cross-validation grouped by track (default 10)")
+    how.add_argument("--cv", type=int_at_least(2), metavar="K",
+                     help="grouped K-fold cross-validation over the recordings of DATA (grouped by --group-by); "
+                          "--also-train and --table data join every training fold; a combined --feature-set "
+                          "(levelfree+musicnn-msd) evaluates an ensemble with member weights and a temperature "
+                          "fitted on held-out predictions")
+    e.add_argument("--also-train", action="append", default=[], metavar="DATA",
+                   help="with --cv: labelled recordings in every training fold, never scored (repeatable); "
+                        "members whose feature set --table holds use the table instead")
     e.add_argument("--seeds", type=positive_int, default=1, metavar="N", help="repeat with N seeds; report mean and std")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.add_argument("--out", metavar="DIR", help="write report.md, report.json and a confusion-matrix PNG here")
@@ -94,23 +119,50 @@ def _cache_dir(args: argparse.Namespace) -> str | None:
     return str(default_cache_dir())
 
 
-def _load_data(args: argparse.Namespace):
-    """The dataset named by ``DATA_DIR`` or ``--table``; each skipped file is reported."""
-    from ..dataset import load_folder, read_table
+def _group_by(args: argparse.Namespace) -> list[str]:
+    return [c.strip() for c in args.group_by.split(",") if c.strip()]
 
-    if bool(args.data_dir) == bool(args.table):
-        raise GenreIdError(f"{args.command} needs either DATA_DIR or --table FEATURES.csv (not both)")
-    if args.table:
-        data = read_table(args.table, feature_set=args.feature_set)
-    else:
-        data = load_folder(
-            args.data_dir, feature_set=args.feature_set, window_seconds=args.window_seconds,
-            cache_dir=_cache_dir(args), workers=args.workers, progress=not args.quiet,
-        )
+
+def _load_sets(args: argparse.Namespace, specs: list[str], feature_set: str):
+    """The features of the labelled sets ``specs`` (several sets become one dataset)."""
+    from ..dataset import load_sets
+
+    return load_sets(specs, feature_set=feature_set, group_by=_group_by(args), window_seconds=args.window_seconds,
+                     cache_dir=_cache_dir(args), workers=args.workers, progress=not args.quiet)
+
+
+def _table_reads(args: argparse.Namespace, feature_set: str) -> bool:
+    """Whether ``--table`` is given and holds ``feature_set`` (measured from the table's columns)."""
+    from ..features import get_feature_set
+
+    return bool(args.table) and not get_feature_set(feature_set).from_audio_only
+
+
+def _report_failures(args: argparse.Namespace, data) -> None:
     for failure in data.failures:
         fail(f"skipped {failure.message}")
     if args.verbose:
         print(f"{data.summary()}; feature cache: {one_line(_cache_dir(args) or 'off')}", file=sys.stderr, flush=True)
+
+
+def _load_data(args: argparse.Namespace, feature_set: str | None = None, *, also: list[str] | None = None):
+    """The dataset named by ``DATA`` and ``--table`` (and ``also``: more sets); each skipped file is reported."""
+    from ..dataset import concat, read_table
+
+    feature_set = feature_set or args.feature_set
+    if not args.data and not args.table:
+        raise GenreIdError(f"{args.command} needs labelled recordings (DATA) or --table FEATURES.csv")
+    parts = []
+    table = _table_reads(args, feature_set)
+    if args.table and not table and not args.data:
+        raise GenreIdError(f"feature set '{feature_set}' is measured from audio only; give DATA, not only --table")
+    if table:
+        parts.append(read_table(args.table, feature_set=feature_set))
+    specs = list(args.data) + ([] if table else list(also or []))
+    if specs:
+        parts.append(_load_sets(args, specs, feature_set))
+    data = concat(parts)
+    _report_failures(args, data)
     return data
 
 
@@ -127,7 +179,8 @@ def _deltas(args: argparse.Namespace):
 def _config(args: argparse.Namespace):
     from ..training import default_config
 
-    return default_config(args.feature_set, seed=args.seed, patience=args.patience, max_epochs=args.max_epochs)
+    return default_config(args.feature_set, seed=args.seed, patience=args.patience, max_epochs=args.max_epochs,
+                          class_weight=args.class_weight)
 
 
 def _need_training_extra(command: str) -> bool:
@@ -146,29 +199,72 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     target = output_path(args.out)  # a link is followed, never replaced
     check_model_target(target)  # refuse a bad --out before the work, not after it
+    if args.extend:
+        return _extend(args, target)
     data = _load_data(args)
     name = args.name or Path(args.out).name
     bundle = fit(data, config=_config(args), deltas=_deltas(args), name=name, version=args.model_version,
                  window_seconds=args.window_seconds, command=command_line(args.argv))
     with saving(args.out):
         save_bundle(bundle, target)
-    m = bundle.metadata["metrics"]
-    s = bundle.metadata["training"]["data"]
-    print(
-        f"trained '{name}' on {s['tracks']} tracks ({s['rows']} windows, {len(bundle.labels)} genres); "
-        f"stopped at epoch {bundle.metadata['training']['best_epoch']}; "
-        f"train accuracy {m['train_accuracy']:.3f}, validation accuracy {m['validation_accuracy']:.3f} "
-        f"on {m['validation_tracks']} held-out tracks"
-    )
+    _print_trained(bundle, name)
     print(f"saved {one_line(args.out)}")
     return EXIT_BAD_INPUT if data.failures else EXIT_OK
+
+
+def _print_trained(bundle, name: str) -> None:
+    m = bundle.metadata["metrics"]
+    s = bundle.metadata["training"]["data"]
+    t = bundle.metadata["training"]
+    print(
+        f"trained '{one_line(name)}' on {s['tracks'] - m['validation_tracks']} tracks and validated on "
+        f"{m['validation_tracks']} ({s['rows']} windows, {len(bundle.labels)} labels); "
+        f"best epoch {t['best_epoch']} of {t['epochs_run']}; "
+        f"train accuracy {m['train_accuracy']:.3f}, validation accuracy {m['validation_accuracy']:.3f}"
+    )
+
+
+def _extend(args: argparse.Namespace, target: Path) -> int:
+    """``train --extend MODEL DATA``: every member retrained on its stored training features plus DATA."""
+    from ..extend import extend_model
+    from ..model import DEFAULT_MODEL_DIR
+
+    if not args.data:
+        raise GenreIdError("--extend needs labelled recordings (DATA) to add")
+    if args.table:
+        raise GenreIdError("--extend adds recordings (DATA), not a feature table")
+    base = DEFAULT_MODEL_DIR if args.extend == "default" else Path(args.extend)
+
+    def load(feature_set: str):
+        return _load_sets(args, list(args.data), feature_set)
+
+    name = args.name or Path(args.out).name
+    with saving(args.out):
+        result = extend_model(base, load, target, name=name, version=args.model_version,
+                              command=command_line(args.argv), seed=args.seed)
+    for failure in result.failures:
+        fail(f"skipped {failure.message}")
+    added = ", ".join(f"{one_line(g)} {n}" for g, n in sorted(result.added.items()))
+    print(f"extended {one_line(str(base))} with {sum(result.added.values())} recordings ({added}); "
+          f"{len(result.labels)} labels" + (f", new: {', '.join(one_line(g) for g in result.new_labels)}"
+                                            if result.new_labels else ""))
+    print(f"saved {one_line(args.out)}")
+    return EXIT_BAD_INPUT if result.failures else EXIT_OK
 
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
     from ..model import load_bundle, save_ensemble
 
     name = args.name or Path(args.out).name
-    path = save_ensemble(args.members, args.out, fusion=args.fusion,
+    weights = None
+    if args.weights:
+        try:
+            weights = [float(w) for w in args.weights.split(",")]
+        except ValueError:
+            raise GenreIdError(f"--weights {one_line(args.weights)}: not a list of numbers") from None
+        if len(weights) != len(args.members):
+            raise GenreIdError(f"--weights gives {len(weights)} weights for {len(args.members)} members")
+    path = save_ensemble(args.members, args.out, fusion=args.fusion, weights=weights, temperature=args.temperature,
                          metadata={"name": name, "version": args.model_version,
                                    "training": {"command": command_line(args.argv)}})
     model = load_bundle(path)
@@ -213,6 +309,71 @@ def _score_model(args: argparse.Namespace) -> int:
     return EXIT_BAD_INPUT if failed else EXIT_OK
 
 
+def _cross_validate(args: argparse.Namespace) -> int:
+    """``evaluate DATA... --cv K``: grouped cross-validation over DATA, the other data in every training fold."""
+    from ..dataset import labelled_set
+    from ..evaluation import evaluate_grouped, rows_of
+    from ..report import summary_text, write_report
+
+    if not args.data:
+        raise GenreIdError("--cv needs the labelled recordings to score (DATA)")
+    if args.augment_from and "+" in args.feature_set:
+        raise GenreIdError("--augment-from goes with a single feature set")
+    scored = []
+    for spec in args.data:  # the set names load_sets gives
+        root, _ = labelled_set(spec, group_by=_group_by(args))
+        name = root.resolve().name or str(root)
+        while name in scored:
+            name += "'"
+        scored.append(name)
+    from ..dataset import concat, load_sets, read_table
+
+    members, configs, deltas = [], [], []
+    for fs in args.feature_set.split("+"):
+        one = argparse.Namespace(**{**vars(args), "feature_set": fs})
+        table = _table_reads(args, fs)  # the table is this view's background data, instead of --also-train
+        sets = load_sets(list(args.data) + ([] if table else list(args.also_train)), feature_set=fs,
+                         group_by=_group_by(args), window_seconds=args.window_seconds, cache_dir=_cache_dir(args),
+                         workers=args.workers, progress=not args.quiet, prefix=True)
+        data = concat([read_table(args.table, feature_set=fs), sets]) if table else sets
+        _report_failures(args, data)
+        members.append(data)
+        configs.append(_config(one))
+        deltas.append(_deltas(one))
+    seeds = list(range(args.seed, args.seed + args.seeds))
+
+    def note(text: str) -> None:
+        if args.verbose:
+            print(f"  {text}", file=sys.stderr, flush=True)
+
+    result, extra = evaluate_grouped(members, scored=scored, folds=args.cv, configs=configs, deltas=deltas,
+                                     seeds=seeds, progress=note)
+    results = [result]
+    if len(scored) > 1:
+        for name in scored:
+            results.append(rows_of(result, result.origin == name, protocol=f"{result.protocol}: {name} rows alone"))
+    if len(members) > 1:
+        results += extra["member_results"]
+    command = command_line(args.argv)
+    if args.json:
+        print(json_line({"command": command, "results": [r.to_dict() for r in results]}))
+    else:
+        print(summary_text(results))
+        if "fusion" in extra:
+            f = extra["fusion"]
+            print(f"fusion fitted on every held-out prediction: {f['rule']}, weights "
+                  + ", ".join(f"{m} {w:.3f}" for m, w in zip(f["members"], f["weights"]))
+                  + f", temperature {f['temperature']:.3f}")
+    if args.out:
+        with saving(args.out):
+            paths = write_report(results, output_path(args.out), title=f"genre-id cross-validation of "
+                                 f"{', '.join(scored)}", command=command)
+        if not args.json:
+            print("wrote " + ", ".join(one_line(p) for p in paths))
+    failed = any(m.failures for m in members)
+    return EXIT_BAD_INPUT if failed else EXIT_OK
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     if _need_training_extra("evaluate"):
         return EXIT_BAD_INPUT
@@ -224,6 +385,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return _score_model(args)
     if args.model or args.labels:
         raise GenreIdError("--model and --labels go with --on DIR")
+    if args.cv:
+        return _cross_validate(args)
+    if args.also_train:
+        raise GenreIdError("--also-train goes with --cv K")
     data = _load_data(args)
     seeds = list(range(args.seed, args.seed + args.seeds))
     config = _config(args)
