@@ -11,7 +11,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
@@ -201,23 +201,15 @@ def scan_folder(root: PathLike, *, min_labels: int = 2) -> list[tuple[Path, str]
     return items
 
 
-def load_folder(
-    root: PathLike,
-    *,
-    feature_set: str | FeatureSet = DEFAULT_FEATURE_SET,
-    window_seconds: float = 30.0,
-    min_seconds: float = 3.0,
-    cache_dir: PathLike | None = None,
-    workers: int | None = None,
-    progress: bool = True,
-) -> Dataset:
+def load_folder(root: PathLike, **options: Any) -> Dataset:
     """Extract features of every file of a GTZAN-style folder (one row per window).
 
-    Files that cannot be used are skipped and listed in ``failures``.
+    ``options`` are those of :func:`load_clips` (``feature_set``,
+    ``window_seconds``, ``cache_dir``, ``workers``, ...).  Files that cannot
+    be used are skipped and listed in ``failures``.
     """
     clips = [LabelledClip(p, g, (g,)) for p, g in scan_folder(root)]
-    return load_clips(clips, Path(root), feature_set=feature_set, window_seconds=window_seconds,
-                      min_seconds=min_seconds, cache_dir=cache_dir, workers=workers, progress=progress)
+    return load_clips(clips, Path(root), **options)
 
 
 def load_clips(
