@@ -93,6 +93,9 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
                      help="train on the tracks of the first list(s), test on the second's")
     how.add_argument("--folds", type=int_at_least(2), default=10, metavar="K",
                      help="stratified K-fold cross-validation grouped by track (default 10)")
+    e.add_argument("--augment-members", metavar="FEATURE_SET[,...]",
+                   help="with --cv, a combined --feature-set and --augment-from: augment only these members "
+                        "(default: every member)")
     how.add_argument("--cv", type=int_at_least(2), metavar="K",
                      help="grouped K-fold cross-validation over the recordings of DATA (grouped by --group-by); "
                           "--also-train and --table data join every training fold; a combined --feature-set "
@@ -245,7 +248,7 @@ def _extend(args: argparse.Namespace, target: Path) -> int:
     for failure in result.failures:
         fail(f"skipped {failure.message}")
     added = ", ".join(f"{one_line(g)} {n}" for g, n in sorted(result.added.items()))
-    print(f"extended {one_line(str(base))} with {sum(result.added.values())} recordings ({added}); "
+    print(f"extended {one_line(args.extend)} with {sum(result.added.values())} recordings ({added}); "
           f"{len(result.labels)} labels" + (f", new: {', '.join(one_line(g) for g in result.new_labels)}"
                                             if result.new_labels else ""))
     print(f"saved {one_line(args.out)}")
@@ -317,8 +320,11 @@ def _cross_validate(args: argparse.Namespace) -> int:
 
     if not args.data:
         raise GenreIdError("--cv needs the labelled recordings to score (DATA)")
-    if args.augment_from and "+" in args.feature_set:
-        raise GenreIdError("--augment-from goes with a single feature set")
+    parts = args.feature_set.split("+")
+    augmented = parts if not args.augment_members else [m.strip() for m in args.augment_members.split(",")]
+    if set(augmented) - set(parts):
+        raise GenreIdError(f"--augment-members names {', '.join(sorted(set(augmented) - set(parts)))}, "
+                           f"not a member of --feature-set {args.feature_set}")
     scored = []
     for spec in args.data:  # the set names load_sets gives
         root, _ = labelled_set(spec, group_by=_group_by(args))
@@ -329,8 +335,9 @@ def _cross_validate(args: argparse.Namespace) -> int:
     from ..dataset import concat, load_sets, read_table
 
     members, configs, deltas = [], [], []
-    for fs in args.feature_set.split("+"):
-        one = argparse.Namespace(**{**vars(args), "feature_set": fs})
+    for fs in parts:
+        one = argparse.Namespace(**{**vars(args), "feature_set": fs,
+                                    "augment_from": args.augment_from if fs in augmented else None})
         table = _table_reads(args, fs)  # the table is this view's background data, instead of --also-train
         sets = load_sets(list(args.data) + ([] if table else list(args.also_train)), feature_set=fs,
                          group_by=_group_by(args), window_seconds=args.window_seconds, cache_dir=_cache_dir(args),
@@ -387,8 +394,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise GenreIdError("--model and --labels go with --on DIR")
     if args.cv:
         return _cross_validate(args)
-    if args.also_train:
-        raise GenreIdError("--also-train goes with --cv K")
+    if args.also_train or args.augment_members:
+        raise GenreIdError("--also-train and --augment-members go with --cv K")
     data = _load_data(args)
     seeds = list(range(args.seed, args.seed + args.seeds))
     config = _config(args)
