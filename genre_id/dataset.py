@@ -23,7 +23,7 @@ from .files import PathLike
 from .parallel import FileFailure
 
 __all__ = ["Dataset", "LabelledClip", "track_id", "read_table", "scan_folder", "load_folder", "load_clips",
-           "read_split_list", "read_labels", "labelled_set", "load_sets", "concat"]
+           "read_split_list", "read_labels", "labelled_set", "set_names", "load_sets", "concat"]
 
 
 def track_id(name: str) -> str:
@@ -393,6 +393,19 @@ def labelled_set(spec: PathLike, *, group_by: Sequence[str] = DEFAULT_GROUP_COLU
     raise DatasetError(f"{p}: not a folder of labelled audio or a labels CSV")
 
 
+def set_names(specs: Sequence[PathLike]) -> list[str]:
+    """The names :func:`load_sets` gives the labelled sets ``specs``: each folder's name (a CSV's folder), made unique."""
+    names: list[str] = []
+    for spec in specs:
+        p = Path(spec)
+        root = p.parent if p.suffix.lower() == ".csv" and not p.is_dir() else p
+        name = root.resolve().name or str(root)
+        while name in names:
+            name += "'"
+        names.append(name)
+    return names
+
+
 def load_sets(
     specs: Sequence[PathLike],
     *,
@@ -412,13 +425,8 @@ def load_sets(
     several sets are given) so that they cannot collide.
     """
     parts = []
-    names: list[str] = []
-    for spec in specs:
+    for spec, name in zip(specs, set_names(specs)):
         root, clips = labelled_set(spec, group_by=group_by)
-        name = root.resolve().name or str(root)
-        while name in names:
-            name += "'"
-        names.append(name)
         d = load_clips(clips, root, feature_set=feature_set, window_seconds=window_seconds, min_seconds=min_seconds,
                        cache_dir=cache_dir, workers=workers, progress=progress, name=name)
         if prefix or (prefix is None and len(specs) > 1):

@@ -314,7 +314,7 @@ def _score_model(args: argparse.Namespace) -> int:
 
 def _cross_validate(args: argparse.Namespace) -> int:
     """``evaluate DATA... --cv K``: grouped cross-validation over DATA, the other data in every training fold."""
-    from ..dataset import labelled_set
+    from ..dataset import concat, load_sets, read_table, set_names
     from ..evaluation import evaluate_grouped, rows_of
     from ..report import summary_text, write_report
 
@@ -325,15 +325,7 @@ def _cross_validate(args: argparse.Namespace) -> int:
     if set(augmented) - set(parts):
         raise GenreIdError(f"--augment-members names {', '.join(sorted(set(augmented) - set(parts)))}, "
                            f"not a member of --feature-set {args.feature_set}")
-    scored = []
-    for spec in args.data:  # the set names load_sets gives
-        root, _ = labelled_set(spec, group_by=_group_by(args))
-        name = root.resolve().name or str(root)
-        while name in scored:
-            name += "'"
-        scored.append(name)
-    from ..dataset import concat, load_sets, read_table
-
+    scored = set_names(args.data)
     members, configs, deltas = [], [], []
     for fs in parts:
         one = argparse.Namespace(**{**vars(args), "feature_set": fs,
