@@ -19,7 +19,7 @@ from .audio import SUPPORTED_EXTENSIONS
 from .errors import DatasetError
 from .extraction import WindowFeatures, extract_files
 from .features import DEFAULT_FEATURE_SET, FeatureSet, get_feature_set
-from .files import PathLike
+from .files import PathLike, read_text
 from .parallel import FileFailure
 
 __all__ = ["Dataset", "LabelledClip", "track_id", "read_table", "scan_folder", "load_folder", "load_clips",
@@ -139,6 +139,12 @@ def concat(datasets: Sequence["Dataset"]) -> Dataset:
                    units=cat("units"), accept=cat("accept"), weights=cat("weights"), origin=cat("origin"))
 
 
+#: A feature table larger than this (bytes) is refused (the GTZAN table is 0.4 MB).
+MAX_TABLE_BYTES = 256 << 20
+#: A split list larger than this (bytes) is refused.
+MAX_SPLIT_BYTES = 16 << 20
+
+
 def read_table(path: PathLike, *, feature_set: str | FeatureSet = DEFAULT_FEATURE_SET) -> Dataset:
     """Read a feature table such as ``gtzan_features_30_sec.csv``.
 
@@ -150,18 +156,16 @@ def read_table(path: PathLike, *, feature_set: str | FeatureSet = DEFAULT_FEATUR
         raise DatasetError(f"{path}: feature set '{fs.name}' is measured from audio only; "
                            "train it from a folder of audio, not a table")
     p = Path(path)
+    text = read_text(p, max_bytes=MAX_TABLE_BYTES, what="feature table", error=DatasetError)
     try:
-        with open(p, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            header = reader.fieldnames or []
-            missing = [c for c in ("filename", "label", *fs.measured_columns) if c not in header]
-            if missing:
-                shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-                raise DatasetError(f"{p}: the table lacks columns needed by feature set '{fs.name}': {shown}")
-            rows = list(reader)
-    except FileNotFoundError:
-        raise DatasetError(f"{p}: no such feature table") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        reader = csv.DictReader(text.splitlines())
+        header = reader.fieldnames or []
+        missing = [c for c in ("filename", "label", *fs.measured_columns) if c not in header]
+        if missing:
+            shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+            raise DatasetError(f"{p}: the table lacks columns needed by feature set '{fs.name}': {shown}")
+        rows = list(reader)
+    except csv.Error as exc:
         raise DatasetError(f"{p}: unreadable feature table ({exc})") from None
     if not rows:
         raise DatasetError(f"{p}: the feature table has no rows")
@@ -272,12 +276,7 @@ def load_clips(
 def read_split_list(path: PathLike) -> list[str]:
     """Track ids listed in a split file (one ``genre/name.ext`` per line)."""
     p = Path(path)
-    try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise DatasetError(f"{p}: no such split list") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{p}: unreadable split list ({exc})") from None
+    lines = read_text(p, max_bytes=MAX_SPLIT_BYTES, what="split list", error=DatasetError).splitlines()
     ids = [track_id(line) for line in lines if line.strip() and not line.lstrip().startswith("#")]
     if not ids:
         raise DatasetError(f"{p}: the split list is empty")
@@ -306,20 +305,10 @@ DEFAULT_GROUP_COLUMNS = ("group",)
 
 def _read_labels_csv(p: Path) -> list[dict[str, str]]:
     """The rows of a labels CSV (a regular file of at most :data:`MAX_LABELS_BYTES`; a UTF-8 BOM is allowed)."""
+    text = read_text(p, max_bytes=MAX_LABELS_BYTES, what="labels file", error=DatasetError)
     try:
-        st = p.stat()
-        if not p.is_file():
-            raise DatasetError(f"{p}: a labels file must be a regular file")
-        if st.st_size > MAX_LABELS_BYTES:
-            raise DatasetError(f"{p}: labels file is larger than {MAX_LABELS_BYTES >> 20} MB")
-        with open(p, "rb") as fh:
-            raw = fh.read(MAX_LABELS_BYTES + 1)
-        if len(raw) > MAX_LABELS_BYTES:
-            raise DatasetError(f"{p}: labels file is larger than {MAX_LABELS_BYTES >> 20} MB")
-        rows = list(csv.DictReader(raw.decode("utf-8-sig").splitlines()))
-    except FileNotFoundError:
-        raise DatasetError(f"{p}: no such labels file") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        rows = list(csv.DictReader(text.splitlines()))
+    except csv.Error as exc:
         raise DatasetError(f"{p}: unreadable labels file ({type(exc).__name__})") from None
     if not rows or not {"path", "genre"} <= set(rows[0]):
         raise DatasetError(f"{p}: a labels file needs a header with 'path' and 'genre' columns and one row per clip")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Union
 
-__all__ = ["PathLike", "atomic_file", "atomic_write"]
+__all__ = ["PathLike", "atomic_file", "atomic_write", "open_regular", "read_text"]
 
 #: A file name as the library accepts it.
 PathLike = Union[str, "os.PathLike[str]"]
@@ -59,3 +60,49 @@ def atomic_write(path: PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (:func:`atomic_file`)."""
     with atomic_file(path) as fh:
         fh.write(data)
+
+
+def open_regular(path: PathLike, *, max_bytes: int, missing: str, error: type[Exception]) -> BinaryIO:
+    """Open ``path`` for reading if it is a regular file of at most ``max_bytes``.
+
+    Opened non-blocking, so a FIFO cannot hang the caller; the type and size
+    are checked on the open file (``fstat``), so a link to a device is refused
+    before a byte is read.  Every problem is an ``error`` with one line;
+    ``missing`` is the message when the file does not exist.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise error(missing) from None
+    except OSError as exc:
+        raise error(f"{path}: cannot open ({exc.strerror or exc})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise error(f"{path}: not a regular file")
+        if st.st_size > max_bytes:
+            raise error(f"{path}: {st.st_size} bytes, more than the {max_bytes} this file may have")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_text(path: PathLike, *, max_bytes: int, what: str, error: type[Exception]) -> str:
+    """The UTF-8 text of the regular file ``path`` (a byte-order mark is dropped), at most ``max_bytes``.
+
+    ``what`` names the file in messages (``"labels file"``); every problem
+    (missing, not a regular file, too large, not UTF-8) is one ``error`` line.
+    """
+    with open_regular(path, max_bytes=max_bytes, missing=f"{path}: no such {what}", error=error) as fh:
+        try:
+            raw = fh.read(max_bytes + 1)
+        except OSError as exc:
+            raise error(f"{path}: unreadable {what} ({exc.strerror or exc})") from None
+    if len(raw) > max_bytes:  # it grew while we read it
+        raise error(f"{path}: more than the {max_bytes} bytes a {what} may have")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise error(f"{path}: the {what} is not UTF-8 text") from None

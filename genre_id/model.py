@@ -26,7 +26,6 @@ import json
 import math
 import os
 import shutil
-import stat
 import struct
 import sys
 import uuid
@@ -38,6 +37,7 @@ from typing import IO, Any, BinaryIO, Mapping, Sequence
 import numpy as np
 
 from .errors import ModelError
+from .files import open_regular
 from .textsafe import one_line
 
 __all__ = [
@@ -343,29 +343,8 @@ MIN_SECONDS_FLOOR = 0.5
 
 
 def _open_regular(path: Path, *, max_bytes: int, missing: str) -> BinaryIO:
-    """Open ``path`` for reading if it is a regular file of at most ``max_bytes``.
-
-    Opened non-blocking, so a FIFO cannot hang the caller; the type and size
-    are checked on the open file (``fstat``), so a link to a device is refused
-    before a byte is read.  ``missing`` is the message when it does not exist.
-    """
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        raise ModelError(missing) from None
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot open ({exc.strerror or exc})") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ModelError(f"{path}: not a regular file")
-        if st.st_size > max_bytes:
-            raise ModelError(f"{path}: {st.st_size} bytes, more than the {max_bytes} this file may have")
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
+    """:func:`genre_id.files.open_regular` with :class:`ModelError`."""
+    return open_regular(path, max_bytes=max_bytes, missing=missing, error=ModelError)
 
 
 def _reject_constant(name: str) -> None:

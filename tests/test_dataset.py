@@ -127,7 +127,7 @@ def test_a_labels_file_that_is_not_a_regular_file_is_refused_without_reading(tmp
 
     fifo = tmp_path / "labels.csv"
     os.mkfifo(fifo)  # no writer: reading it would hang
-    with pytest.raises(DatasetError, match="must be a regular file"):
+    with pytest.raises(DatasetError, match="not a regular file"):
         read_labels(tmp_path, fifo)
 
 
@@ -155,3 +155,34 @@ def test_several_sets_become_one_dataset_with_their_origin_and_no_colliding_trac
     # the labels file's group is shared across sets; a track without one is its own unit, named by its set
     assert data.units.tolist() == ["group:band", "first/pop/y", "group:band", "second/pop/z"]
     assert data.accept.tolist() == ["rock", "pop|disco", "rock", "pop"]
+
+
+@pytest.mark.parametrize("reader", ["table", "split", "labels"])
+@pytest.mark.parametrize("kind", ["fifo", "zero device", "folder"])
+def test_text_inputs_that_are_not_regular_files_are_refused_before_a_byte_is_read(tmp_path, reader, kind):
+    """A FIFO without a writer would hang, a /dev/zero-like device would fill memory: both are one line."""
+    from genre_id.dataset import read_labels, read_split_list, read_table
+    from genre_id.errors import DatasetError
+
+    node = tmp_path / "input.csv"
+    if kind == "fifo":
+        os.mkfifo(node)
+    elif kind == "zero device":
+        os.mknod(node, 0o600 | __import__("stat").S_IFCHR, os.makedev(1, 5))  # the char device /dev/zero is
+    else:
+        node.mkdir()
+    call = {"table": lambda: read_table(node), "split": lambda: read_split_list(node),
+            "labels": lambda: read_labels(tmp_path, node)}[reader]
+    with pytest.raises(DatasetError, match="not a regular file|cannot open"):
+        call()
+
+
+def test_an_oversized_split_list_is_refused(tmp_path, monkeypatch):
+    import genre_id.dataset as ds
+    from genre_id.errors import DatasetError
+
+    big = tmp_path / "list.txt"
+    big.write_text("blues/blues.00000.wav\n" * 100)
+    monkeypatch.setattr(ds, "MAX_SPLIT_BYTES", 1000)
+    with pytest.raises(DatasetError, match="more than the 1000"):
+        ds.read_split_list(big)
