@@ -112,6 +112,10 @@ def test_identify_reads_standard_input(mini_dir):
     assert bad.returncode == 2 and bad.stderr == b"error: <stdin>: input is empty\n"
     twice = run(["identify", "-", "-"], stdin=subprocess.DEVNULL)
     assert twice.returncode == 2 and "only once" in twice.stderr
+    # started with its standard input closed (`genre-id identify - <&-`): one line, not an internal error
+    closed = subprocess.run(["/bin/sh", "-c", 'exec "$@" <&-', "sh", *CLI, "identify", "-"], capture_output=True,
+                            env=ENV, timeout=120)
+    assert closed.returncode == 2 and closed.stderr == b"error: <stdin>: standard input is closed\n"
 
 
 @pytest.mark.parametrize("fmt", ["json", "csv", "text"])

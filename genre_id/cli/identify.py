@@ -171,8 +171,11 @@ def _identify_files(args: argparse.Namespace, files: list[str], index, stack: Ex
     stdin = None
     if "-" in files:
         from ..audio import open_stream
+        from ..errors import AudioError
 
         try:
+            if sys.stdin is None:  # the program was started with its standard input closed
+                raise AudioError(f"{STDIN_NAME}: standard input is closed")
             stdin = stack.enter_context(open_stream(sys.stdin.buffer, name=STDIN_NAME))
         except GenreIdError as exc:
             fail(str(exc))
