@@ -665,6 +665,11 @@ def save_ensemble(members: Sequence[str | os.PathLike[str]], path: str | os.Path
     names = [str(b.feature_set["name"]) for b in bundles]
     if len(set(names)) != len(names):
         raise ModelError("ensemble members must use different feature sets")
+    target = Path(path).resolve()
+    for bundle in bundles:
+        folder = Path(bundle.path).resolve()
+        if target == folder or folder in target.parents:
+            raise ModelError(f"{path}: an ensemble cannot be written inside its member {bundle.path}")
 
     def write(tmp: Path) -> None:
         for bundle, name in zip(bundles, names):

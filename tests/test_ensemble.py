@@ -154,3 +154,12 @@ def test_an_ensemble_keeps_its_weights_and_temperature_and_refuses_bad_ones(memb
         (out / "model.json").write_text(json.dumps(meta))
         with pytest.raises(ModelError, match=key):
             load_bundle(out)
+
+
+def test_an_ensemble_written_inside_one_of_its_members_is_refused_and_nothing_changes(members):
+    root, lf, msd = members
+    before = sorted(p.name for p in lf.iterdir())
+    for out in (lf / "sub", lf):
+        with pytest.raises(ModelError, match="cannot be written inside its member"):
+            save_ensemble([lf, msd], out, fusion="geometric-mean")
+    assert sorted(p.name for p in lf.iterdir()) == before and load_bundle(lf).name == "lf"
