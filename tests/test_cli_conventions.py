@@ -8,10 +8,12 @@ import errno
 import io
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -493,3 +495,25 @@ def test_train_and_evaluate_without_the_train_extra(tmp_path, command):
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr == f"error: genre-id {command} needs the training extra: pip install 'genre-id[train]'\n"
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_sigterm_or_sighup_to_the_main_process_stops_its_workers_in_one_line(mini_files, sig, code):
+    """`kill PID` (Popen.terminate, systemd, container runtimes) ends a batch like Ctrl-C: workers gone, one line."""
+    proc = subprocess.Popen([*CLI, "identify", "--workers", "2", *mini_files[:40]], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=ENV)
+    deadline = time.monotonic() + 60
+    kids: list[str] = []
+    while time.monotonic() < deadline and len(kids) < 2:  # the worker processes have started
+        time.sleep(0.2)
+        kids = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert len(kids) >= 2, "no worker process started"
+    time.sleep(1.0)
+    proc.send_signal(sig)  # to the main process only, as `kill PID` does
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code and err == "error: terminated\n"
+    assert all(line.count("  ") >= 1 for line in out.splitlines())  # whole result lines only
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{k}") for k in kids):
+        time.sleep(0.2)
+    assert not [k for k in kids if os.path.exists(f"/proc/{k}")], "a worker outlived the command"

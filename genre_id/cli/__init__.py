@@ -9,7 +9,9 @@ among its file names.
 Exit codes: 0 when everything asked for was done, 2 when some input could
 not be used (the others are still reported) or the environment refused
 (a full disk, no permission to write an output, a missing extra), 1 for an
-internal error, 130 when interrupted.
+internal error, 130 when interrupted (Ctrl-C), 128 + the signal's number
+when terminated (143 for SIGTERM, 129 for SIGHUP): a termination stops the
+work as a Ctrl-C does, worker processes included.
 """
 
 from __future__ import annotations
@@ -38,6 +40,27 @@ from .common import (
 )
 
 __all__ = ["main", "run", "build_parser", "EXIT_OK", "EXIT_INTERNAL", "EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "fail"]
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP reached the program: stop as on Ctrl-C (every cleanup that a Ctrl-C runs runs)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+def _stopped(exc: KeyboardInterrupt) -> int:
+    """One line for an interrupt or a termination, and its exit code."""
+    if isinstance(exc, Terminated):
+        fail("terminated")
+        return 128 + exc.signum
+    fail("interrupted")
+    return EXIT_INTERRUPTED
 
 
 def _version() -> str:
@@ -83,9 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GenreIdError as exc:
         fail(str(exc))
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        fail("interrupted")
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        return _stopped(exc)
     except BrokenPipeError:  # the reader (head, less) went away: stop quietly
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
@@ -112,20 +134,27 @@ def run(argv: Sequence[str] | None = None) -> NoReturn:
     is ``error: interrupted``, exit 130.  Once the work is done, a Ctrl-C
     while the interpreter shuts down (a fraction of a second) is ignored, instead of turning a finished run into
     an interrupted one (Python's own handler is gone by then, and the signal
-    would kill the process: exit 130, silently).
+    would kill the process: exit 130, silently).  SIGTERM (what
+    ``Popen.terminate()``, systemd and container runtimes send) and SIGHUP
+    end the work the same way, workers included: ``error: terminated``, exit
+    128 + the signal's number.
     """
+    for signum in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if signum is not None and signal.getsignal(signum) is signal.SIG_DFL:
+            signal.signal(signum, _terminate)
     try:
         code = main(argv)
-    except KeyboardInterrupt:  # before the work started (reading the arguments)
-        fail("interrupted")
-        code = EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:  # before the work started (reading the arguments)
+        code = _stopped(exc)
     except SystemExit as exc:  # argparse: --help, --version, a usage error (its message already printed)
         if exc.code is None or isinstance(exc.code, int):
             code = exc.code or 0
         else:
             print(exc.code, file=sys.stderr)
             code = 1
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for signum in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if signum is not None:
+            signal.signal(signum, signal.SIG_IGN)
     sys.exit(code)
 
 

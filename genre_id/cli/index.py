@@ -127,9 +127,10 @@ def cmd_index_add(args: argparse.Namespace) -> int:
             finally:
                 bar.close()
             total = len(index.list())
-    except KeyboardInterrupt:
-        _error(f"interrupted; {db} holds the {counts['added']} files added before")
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (cli.Terminated, which has the signal's number)
+        signum = getattr(exc, "signum", None)
+        _error(f"{'terminated' if signum else 'interrupted'}; {db} holds the {counts['added']} files added before")
+        return 128 + signum if signum else EXIT_INTERRUPTED
     except GenreIdError as exc:
         _error(str(exc))
         return EXIT_BAD_INPUT
