@@ -24,11 +24,19 @@ def atomic_file(path: PathLike, *, suffix: str = "") -> Iterator[BinaryIO]:
     The data goes to a temporary file in the same folder (created if
     absent), is flushed to disk and renamed over ``path`` (atomic on POSIX,
     safe with several processes writing at once).  On any error the
-    temporary file is removed and ``path`` is untouched.  The file gets the
+    temporary file is removed and ``path`` is untouched.  Something at
+    ``path`` that is not a regular file (a device, a FIFO, a folder) is
+    never replaced: :class:`FileExistsError`.  The file gets the
     permissions of any new file (0666 less the umask, usually 0644), not the
     private 0600 of a temporary file.
     """
     target = Path(path)
+    try:
+        st = os.stat(target)
+    except OSError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):  # a device, a FIFO, a folder: never replaced
+        raise FileExistsError(errno.EEXIST, "exists and is not a regular file", str(target))
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except FileExistsError:  # a file where a folder of the path should be

@@ -517,3 +517,37 @@ def test_sigterm_or_sighup_to_the_main_process_stops_its_workers_in_one_line(min
     while time.monotonic() < deadline and any(os.path.exists(f"/proc/{k}") for k in kids):
         time.sleep(0.2)
     assert not [k for k in kids if os.path.exists(f"/proc/{k}")], "a worker outlived the command"
+
+
+def test_an_output_never_replaces_an_input_a_link_target_or_a_special_file(tmp_path, mini_dir):
+    """Run as root (CI is): the rule, not the permissions, must protect inputs, devices and FIFOs."""
+    clip = tmp_path / "a.flac"
+    clip.write_bytes((mini_dir / "blues" / "blues.00000.flac").read_bytes())
+    original = clip.read_bytes()
+    (tmp_path / "link.flac").symlink_to(clip)
+    os.mknod(tmp_path / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # a /dev/null of our own
+    os.mkfifo(tmp_path / "fifo")
+    cases = {
+        ("--out", "a.flac"): "is one of the inputs",
+        ("--out", "link.flac"): "is one of the inputs",
+        ("--plot", "a.flac"): "is one of the inputs",
+        ("--out", "null"): "is not a regular file",
+        ("--plot", "fifo"): "is not a regular file",
+        ("--out", "same.txt", "--plot", "same.txt"): "--out and --plot name the same file",
+    }
+    for options, problem in cases.items():
+        res = run(["identify", "a.flac", *options], cwd=tmp_path)
+        assert res.returncode == 2 and res.stdout == "", (options, res.stderr)
+        assert res.stderr.count("\n") == 1 and problem in res.stderr, (options, res.stderr)
+    assert clip.read_bytes() == original
+    assert stat.S_ISCHR(os.lstat(tmp_path / "null").st_mode) and stat.S_ISFIFO(os.lstat(tmp_path / "fifo").st_mode)
+    assert not (tmp_path / "same.txt").exists()
+
+
+def test_the_atomic_writer_itself_refuses_to_replace_a_special_file(tmp_path):
+    from genre_id.files import atomic_write
+
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(FileExistsError):
+        atomic_write(tmp_path / "fifo", b"data")
+    assert stat.S_ISFIFO(os.lstat(tmp_path / "fifo").st_mode) and sorted(os.listdir(tmp_path)) == ["fifo"]

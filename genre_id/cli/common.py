@@ -18,7 +18,7 @@ from ..textsafe import one_line
 
 __all__ = ["EXIT_OK", "EXIT_INTERNAL", "EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "OutputError", "Parser",
            "command_line", "common_options", "expand_inputs", "fail", "int_at_least", "missing_extra",
-           "output_file", "output_path", "positive_int", "progress", "write_output", "add_scheduler_argument", "SCHEDULER_VARIABLE",
+           "output_file", "output_path", "same_output", "positive_int", "progress", "write_output", "add_scheduler_argument", "SCHEDULER_VARIABLE",
            "executor_for"]
 
 #: Exit codes of every command.
@@ -192,11 +192,30 @@ def output_file(path: str | os.PathLike[str], *, suffix: str = "") -> Iterator[B
         raise OutputError(f"{path}: cannot write ({describe_os_error(exc)})") from None
 
 
-def output_problem(path: str | os.PathLike[str]) -> str | None:
-    """Why the output file ``path`` cannot be written (one line), checked before any work; None when it can."""
+def _identity(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """``(device, inode)`` of what ``path`` names, links followed; None when it does not exist."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def output_problem(path: str | os.PathLike[str], *, inputs: Sequence[str | os.PathLike[str]] = ()) -> str | None:
+    """Why the output file ``path`` cannot be written (one line), checked before any work; None when it can.
+
+    An output is written only where nothing is, or over a regular file that
+    is not one of the command's ``inputs`` (compared by device and inode,
+    links followed): never over a device, a FIFO, a socket or an input.
+    """
     target = output_path(path)
     if target.is_dir():
         return f"{path}: is a folder; name a file to write"
+    if target.exists() and not target.is_file():
+        return f"{path}: is not a regular file (a device, a FIFO or a socket); refusing to replace it"
+    here = _identity(target)
+    if here is not None and any(_identity(p) == here for p in inputs if p != "-"):
+        return f"{path}: is one of the inputs; refusing to overwrite it"
     folder = target.parent
     while not folder.exists() and folder != folder.parent:  # the folders that would be created
         folder = folder.parent
@@ -205,6 +224,11 @@ def output_problem(path: str | os.PathLike[str]) -> str | None:
     if not os.access(folder, os.W_OK | os.X_OK):
         return f"{path}: cannot write (no permission to write in {folder})"
     return None
+
+
+def same_output(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether two output paths name the same file (links followed; also when neither exists yet)."""
+    return os.path.realpath(a) == os.path.realpath(b) or (_identity(a) is not None and _identity(a) == _identity(b))
 
 
 def write_output(path: str | os.PathLike[str], data: bytes) -> None:

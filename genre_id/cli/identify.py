@@ -13,7 +13,7 @@ from functools import partial
 from ..errors import GenreIdError
 from ..textsafe import json_line, one_line, path_fields
 from .common import (EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, add_scheduler_argument, expand_inputs, fail, output_problem,
-                     positive_int, progress, write_output)
+                     positive_int, progress, same_output, write_output)
 
 __all__ = ["add_parser", "format_prediction", "cmd_identify", "STDIN_NAME"]
 
@@ -99,8 +99,10 @@ def _check_request(args: argparse.Namespace, files: list[str]) -> str | None:
         return "- (standard input) can be read only once"
     if args.plot and len(files) != 1:
         return f"--plot draws the timeline of one input; {len(files)} given"
+    if args.out and args.plot and same_output(args.out, args.plot):
+        return f"{args.plot}: --out and --plot name the same file"
     for path in (args.out, args.plot):
-        problem = path and output_problem(path)
+        problem = path and output_problem(path, inputs=files)
         if problem:
             return problem
     return None
