@@ -157,7 +157,7 @@ class LocalExecutor(Executor):
         self.threads_per_worker = threads_per_worker
 
     def map(self, fn: Callable[[Any], R], items: Sequence[Any]) -> Iterator[R | FileFailure]:
-        if self.workers == 1:
+        if self.workers == 1 or not processes_can_start():
             for item in items:
                 yield call_isolated(fn, item)
             return
@@ -215,6 +215,49 @@ class LocalExecutor(Executor):
             del pool
             gc.collect()
         return [i for i in indices if i >= out and i not in done], out
+
+
+_MAIN_GUARD_WARNING = (
+    "genre-id works in one process: worker processes start by importing the main script ({path}) "
+    "afresh, and it has no 'if __name__ == \"__main__\":' guard, so each would run the script again; put the "
+    "script's work under that guard to use every core"
+)
+
+
+def processes_can_start() -> bool:
+    """Whether worker processes can be started (``spawn``) from this program.
+
+    ``spawn`` starts a worker by importing the main script again; a script
+    without an ``if __name__ == "__main__":`` guard would run its work again
+    in every worker (they die, and every file would be reported as a dead
+    worker).  Such a script, told once by a :class:`RuntimeWarning`, gets its
+    work done in its own process instead.  Interactive sessions, ``-c`` and
+    programs whose main module cannot be read are left to start processes.
+    """
+    import sys
+    import warnings
+
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if not path or path in _GUARDED:
+        return True
+    if path not in _UNGUARDED:
+        try:
+            with open(path, "rb") as fh:
+                text = fh.read(1 << 22)
+        except OSError:
+            _GUARDED.add(path)
+            return True
+        if b"__main__" in text:
+            _GUARDED.add(path)
+            return True
+        _UNGUARDED.add(path)
+        warnings.warn(_MAIN_GUARD_WARNING.format(path=path), RuntimeWarning, stacklevel=3)
+    return False
+
+
+_GUARDED: set[str] = set()
+_UNGUARDED: set[str] = set()
 
 
 def _new_pool(workers: int, *, threads: int) -> Any:
@@ -310,6 +353,9 @@ def map_ahead(fn: Callable[[Any], R], items: Iterable[Any], *, workers: int, ahe
     from collections import deque
     from concurrent.futures.process import BrokenProcessPool
 
+    if not processes_can_start():
+        yield from map(fn, items)
+        return
     ahead = max(1, ahead if ahead is not None else 2 * workers)
     pool = _new_pool(max(1, workers), threads=1)
     pending: deque = deque()

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from conftest import ROOT
 from genre_id.errors import AudioError
 from genre_id.parallel import (
     CtrlCHeld,
@@ -210,3 +211,17 @@ def test_a_ctrl_c_held_leaves_an_ignored_sigint_alone():
         assert not held.pressed
     finally:
         signal.signal(signal.SIGINT, old)
+
+
+def test_a_script_without_a_main_guard_gets_its_answers_in_one_process_and_is_told_why(tmp_path, mini_dir):
+    """`spawn` imports the main script in every worker: without the guard each would rerun it and die."""
+    script = tmp_path / "no_guard.py"
+    clips = sorted(str(p) for p in mini_dir.glob("*/*.flac"))[:3]
+    script.write_text("from genre_id import Recognizer\n"
+                      f"for name, p in Recognizer.load().identify_files({clips!r}, workers=2):\n"
+                      "    print(type(p).__name__, getattr(p, 'genre', p))\n")
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert res.returncode == 0, res.stderr
+    assert [line.split()[0] for line in res.stdout.splitlines()] == ["Prediction"] * 3
+    assert "RuntimeWarning" in res.stderr and "__main__" in res.stderr and "died" not in res.stderr
