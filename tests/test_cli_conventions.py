@@ -551,3 +551,18 @@ def test_the_atomic_writer_itself_refuses_to_replace_a_special_file(tmp_path):
     with pytest.raises(FileExistsError):
         atomic_write(tmp_path / "fifo", b"data")
     assert stat.S_ISFIFO(os.lstat(tmp_path / "fifo").st_mode) and sorted(os.listdir(tmp_path)) == ["fifo"]
+
+
+def test_out_dash_is_standard_output_and_help_never_names_an_option_a_command_lacks(tmp_path, mini_dir):
+    clip = mini_dir / "rock" / "rock.00003.flac"
+    res = run(["identify", clip, "--out", "-", "--no-timeline"], cwd=tmp_path)
+    assert res.returncode == 0 and res.stdout.startswith(f"{clip}  ") and not (tmp_path / "-").exists()
+    index_help = run(["index", "add", "--help"]).stdout
+    assert "--workers" not in index_help and "--scheduler" in index_help
+
+
+def test_times_read_h_mm_ss_from_an_hour_on_in_text_and_on_plots():
+    from genre_id.cli.common import clock
+
+    assert [clock(s) for s in (0, 59.6, 600, 3599, 3600, 7000)] == [
+        "00:00", "01:00", "10:00", "59:59", "1:00:00", "1:56:40"]

@@ -12,7 +12,7 @@ from functools import partial
 
 from ..errors import GenreIdError
 from ..textsafe import json_line, one_line, path_fields
-from .common import (EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, add_scheduler_argument, expand_inputs, fail, output_problem,
+from .common import (EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, add_scheduler_argument, clock, expand_inputs, fail, output_problem,
                      positive_int, progress, same_output, write_output)
 
 __all__ = ["add_parser", "format_prediction", "cmd_identify", "STDIN_NAME"]
@@ -34,7 +34,8 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
                    help="text (default); json: one JSON object per file; csv: a header, then one row per file")
     p.add_argument("--json", dest="format", action="store_const", const="json", default=argparse.SUPPRESS,
                    help="the same as --format json")
-    p.add_argument("--out", metavar="FILE", help="write the results to FILE (atomically) instead of stdout")
+    p.add_argument("--out", metavar="FILE",
+                   help="write the results to FILE (atomically) instead of stdout ('-': stdout, as without it)")
     p.add_argument("--plot", metavar="FILE.png",
                    help="draw the genre timeline (every window's probabilities) as a PNG; one input only")
     p.add_argument("--model", default=None, metavar="PATH", help="model folder (default: the shipped model)")
@@ -49,12 +50,6 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
     p.set_defaults(func=cmd_identify)
 
 
-def _clock(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
-
-
 def format_prediction(name: str, pred, *, timeline: bool = True) -> str:
     """The human-readable lines for one file: genre, confidence, runners-up, and a timeline.
 
@@ -66,7 +61,7 @@ def format_prediction(name: str, pred, *, timeline: bool = True) -> str:
     if timeline and len(pred.segments) > 1:
         for seg in pred.segments:
             what = f"{seg.genre} {seg.confidence:.2f}" if seg.genre else "(silence)"
-            lines.append(f"  {_clock(seg.start)}-{_clock(seg.end)}  {what}")
+            lines.append(f"  {clock(seg.start)}-{clock(seg.end)}  {what}")
     return "\n".join(lines)
 
 
@@ -109,6 +104,8 @@ def _check_request(args: argparse.Namespace, files: list[str]) -> str | None:
 
 
 def cmd_identify(args: argparse.Namespace) -> int:
+    if args.out == "-":  # as most tools read it: standard output, not a file named '-'
+        args.out = None
     files, skipped, empty = expand_inputs(args.files)
     if skipped and not args.quiet:
         print(f"skipped {skipped} non-audio file{'s' if skipped != 1 else ''}", file=sys.stderr, flush=True)

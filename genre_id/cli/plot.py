@@ -7,14 +7,9 @@ import os
 import numpy as np
 
 from ..textsafe import one_line
-from .common import output_file
+from .common import clock, output_file
 
 __all__ = ["plot_timeline"]
-
-
-def _clock(seconds: float, _pos: object = None) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    return f"{m:02d}:{s:02d}"
 
 
 def timeline_steps(pred) -> tuple[np.ndarray, np.ndarray]:
@@ -62,7 +57,7 @@ def plot_timeline(pred, path: str | os.PathLike[str], *, title: str) -> None:
     ax.set_xlim(0, max(float(times[-1]) if len(times) else 0.0, pred.duration, 1.0))
     ax.set_ylim(0, 1)
     ax.xaxis.set_major_locator(MaxNLocator(nbins=10, steps=[1, 2, 3, 5, 6, 10]))
-    ax.xaxis.set_major_formatter(FuncFormatter(_clock))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda seconds, _pos: clock(seconds)))
     ax.set_xlabel("time (mm:ss)")
     ax.set_ylabel("probability")
     ax.set_title(f"{one_line(title)}: {pred.genre} {pred.confidence:.2f}", fontsize=10, parse_math=False)
