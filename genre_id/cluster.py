@@ -268,6 +268,13 @@ def connect(address: str, *, timeout: float = DEFAULT_CONNECT_TIMEOUT, check_pat
             raise ClusterError("--scheduler needs Dask distributed: pip install 'genre-id[cluster]'") from None
         from distributed.comm import get_address_host_port
 
+        if address.startswith("tls://"):  # a Client that fails on TLS is half made, and its clean-up stalls 10 s
+            from distributed.security import Security
+
+            if Security().get_connection_args("client").get("ssl_context") is None:
+                raise SchedulerUnreachableError(
+                    f"{address}: a tls:// scheduler needs TLS certificates in Dask's configuration "
+                    "(distributed.comm.tls.ca-file and distributed.comm.tls.client.cert); none are set")
         try:
             get_address_host_port(address)  # a malformed address fails here, before a Client is half made
             client = Client(address, timeout=timeout, set_as_default=False)

@@ -303,3 +303,12 @@ def test_without_scheduler_nothing_of_dask_is_imported(clips):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["file"] == str(clips[0])
+
+
+def test_a_tls_scheduler_without_certificates_is_one_line_at_once(clips):
+    """No half-made Client whose clean-up stalls 10 s and prints Dask's 'Exception ignored in Client.__del__'."""
+    r = subprocess.run([sys.executable, "-m", "genre_id.cli", "identify", "--scheduler", "tls://127.0.0.1:8786",
+                        str(clips[0])], capture_output=True, text=True, env=_env(), timeout=60)
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr.startswith("error: tls://127.0.0.1:8786: a tls:// scheduler needs TLS certificates")
+    assert r.stderr.count("\n") == 1
