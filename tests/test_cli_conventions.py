@@ -317,6 +317,9 @@ def test_index_uses_the_default_database_from_the_environment(tmp_path, clips):
     assert run(["index", "list", "--json"], env=env).stdout.count('"id"') == 1
     info = run(["cache", "info"], env=env)
     assert f"fingerprint database: {db} (" in info.stdout
+    folder = {**ENV, "GENRE_ID_DB": str(tmp_path)}
+    assert f"fingerprint database: {tmp_path} (not a database file: it is a folder)" in run(["cache", "info"],
+                                                                                          env=folder).stdout
 
 
 def test_cache_clear_removes_only_cache_files(tmp_path):

@@ -36,7 +36,12 @@ def cmd_cache_info(args: argparse.Namespace) -> int:
     usage = cache_usage(args.cache_dir)
     print(f"feature cache: {one_line(usage.root)} ({usage.entries} entries, {_size(usage.bytes)})")
     db = default_db_path()
-    held = f"{_size(db.stat().st_size)}" if db.is_file() else "not created yet"
+    if db.is_file():
+        held = _size(db.stat().st_size)
+    elif db.exists() or db.is_symlink():
+        held = "not a database file: it is a folder" if db.is_dir() else "not a database file"
+    else:
+        held = "not created yet"
     print(f"fingerprint database: {one_line(db)} ({held})")
     return EXIT_OK
 
