@@ -541,7 +541,12 @@ def _open(source: PathLike | AudioStream) -> Iterator[_SndfileReader | _FFmpegRe
                     fh = stack.enter_context(open(p, "rb"))  # a file object: FFmpeg never reads the name as a URL
                 except OSError as err:
                     raise AudioError(f"{p}: cannot access the file ({err.strerror or err})") from None
-            reader = _open_ffmpeg(fh, shown)
+            try:
+                reader = _open_ffmpeg(fh, shown)
+            except AudioError:
+                if "channel" in problem.lower():  # libsndfile said why (e.g. 65535 channels): FFmpeg only sees 0
+                    raise AudioError(f"{shown}: not a readable audio file ({problem})") from None
+                raise
             if reader is None:
                 raise AudioError(f"{shown}: not a readable audio file ({problem})") from None
             reader.name = name

@@ -302,3 +302,15 @@ def test_an_hour_of_audio_is_identified(hour_flac):
     assert [s["start"] for s in out["segments"]] == [30.0 * i for i in range(120)]
     peak_mb = int(r.stderr.split()[-1])
     assert peak_mb < 1500, f"peak memory {peak_mb} MB"
+
+
+def test_a_wav_declaring_65535_channels_says_too_many_channels(tmp_path):
+    import struct
+
+    data = b"\x00\x00" * 65535 * 4
+    fmt = struct.pack("<IHHIIHH", 16, 1, 65535, 22050, (22050 * 2 * 65535) & 0xFFFFFFFF, (2 * 65535) & 0xFFFF, 16)
+    path = tmp_path / "many.wav"
+    path.write_bytes(b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVEfmt " + fmt + b"data"
+                     + struct.pack("<I", len(data)) + data)
+    with pytest.raises(AudioError, match="many.wav: .*Too many channels"):
+        audio.load(path)
