@@ -682,7 +682,10 @@ def save_ensemble(members: Sequence[str | os.PathLike[str]], path: str | os.Path
         if temperature != 1.0:
             meta["temperature"] = round(float(temperature), 6)
         _write_json(tmp / _META_FILE, meta)
-        load_bundle(tmp)  # the whole ensemble must load before it replaces anything
+        try:
+            load_bundle(tmp)  # the whole ensemble must load before it replaces anything
+        except ModelError as exc:  # named as the user named it, not by our temporary folder
+            raise ModelError(str(exc).replace(str(tmp), os.fspath(path))) from None
 
     return _write_model_folder(path, write)
 

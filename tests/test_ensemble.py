@@ -163,3 +163,16 @@ def test_an_ensemble_written_inside_one_of_its_members_is_refused_and_nothing_ch
         with pytest.raises(ModelError, match="cannot be written inside its member"):
             save_ensemble([lf, msd], out, fusion="geometric-mean")
     assert sorted(p.name for p in lf.iterdir()) == before and load_bundle(lf).name == "lf"
+
+
+def test_an_ensemble_that_cannot_load_is_named_as_the_user_named_it(members, tmp_path):
+    root, lf, msd = members
+    odd = tmp_path / "odd"
+    shutil.copytree(msd, odd)
+    meta = json.loads((odd / "model.json").read_text())
+    meta["labels"] = meta["labels"][::-1]
+    (odd / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError) as err:
+        save_ensemble([lf, odd], tmp_path / "both", fusion="geometric-mean")
+    assert str(err.value).startswith(f"{tmp_path / 'both'}/musicnn-msd: its labels differ") and ".tmp-" not in str(err.value)
+    assert not (tmp_path / "both").exists() and not list(tmp_path.glob(".both*"))
