@@ -109,17 +109,34 @@ def plot_confusion(result: EvaluationResult, path: Path) -> None:
 def write_report(
     results: Sequence[EvaluationResult], out_dir: PathLike, *, title: str, command: str, notes: str = ""
 ) -> list[Path]:
-    """Write ``report.md``, ``report.json`` and one ``confusion-<protocol>.png`` per protocol into ``out_dir``."""
+    """Write ``report.md``, ``report.json`` and one ``confusion-<protocol>.png`` per protocol into ``out_dir``.
+
+    Each file is written atomically; when a write fails (a full disk), the
+    files this call wrote and the folders it created are removed again.
+    """
     out = Path(out_dir)
+    created = [p for p in (out, *out.parents) if not p.exists()]
     out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for r in results:
-        png = out / f"confusion-{_slug(r.protocol)}.png"
-        plot_confusion(r, png)
-        written.append(png)
-    md = out / "report.md"
-    atomic_write(md, markdown(results, title=title, command=command, notes=notes).encode())
-    js = out / "report.json"
-    atomic_write(js, (json.dumps({"title": title, "command": command,
-                                   "results": [r.to_dict() for r in results]}, indent=2) + "\n").encode())
-    return [md, js, *written]
+    written: list[Path] = []
+    try:
+        for r in results:
+            png = out / f"confusion-{_slug(r.protocol)}.png"
+            plot_confusion(r, png)
+            written.append(png)
+        md = out / "report.md"
+        atomic_write(md, markdown(results, title=title, command=command, notes=notes).encode())
+        written.append(md)
+        js = out / "report.json"
+        atomic_write(js, (json.dumps({"title": title, "command": command,
+                                       "results": [r.to_dict() for r in results]}, indent=2) + "\n").encode())
+        written.append(js)
+    except BaseException:
+        for p in written:
+            p.unlink(missing_ok=True)
+        for folder in created:  # innermost first
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+    return [md, js, *written[:-2]]

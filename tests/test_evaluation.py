@@ -191,3 +191,25 @@ def test_evaluate_cv_command_scores_each_set_and_keeps_groups_together(tmp_path)
     low, high = whole["intervals_95"]["balanced_accuracy"]
     assert low <= whole["balanced_accuracy"] <= high
     assert (out / "report.md").is_file() and len(list(out.glob("confusion-*.png"))) == 3
+
+
+def test_a_report_that_cannot_be_written_leaves_no_files_or_folders(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from genre_id import files
+    from genre_id.evaluation import score_predictions
+    from genre_id.report import write_report
+
+    result = score_predictions(["a", "b"], [[0.9, 0.1], [0.2, 0.8]], ["a", "b"])
+    calls = {"n": 0}
+
+    def full_disk_on_the_second_file(fd):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(files.os, "fsync", full_disk_on_the_second_file)
+    with pytest.raises(OSError):
+        write_report([result], tmp_path / "reports" / "mine", title="t", command="c")
+    assert list(tmp_path.iterdir()) == []  # the PNG written first is gone, and the folders made for it
