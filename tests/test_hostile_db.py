@@ -285,3 +285,20 @@ def test_a_file_name_that_is_not_utf8_is_indexed_and_listed_losslessly(tmp_path:
         assert index.find(os.fsdecode(raw)).id == rec.id
         assert "\n" not in one_line(rec.path) and "\x1b" not in one_line(rec.title)
         assert index.remove(os.fsdecode(raw)).id == rec.id
+
+
+def test_a_new_database_that_cannot_be_made_leaves_no_empty_file(tmp_path, monkeypatch):
+    """A full disk while a new database is set up: one line, and no 0-byte database left to confuse the next run."""
+    import sqlite3
+
+    from genre_id.fingerprint import store as store_module
+    from genre_id.fingerprint.store import FingerprintDBError, SQLiteStore
+
+    def disk_full(conn):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(store_module, "_switch_to_wal", disk_full)
+    db = tmp_path / "fp.sqlite"
+    with pytest.raises(FingerprintDBError, match="disk is full"):
+        SQLiteStore.open(db)
+    assert list(tmp_path.iterdir()) == []

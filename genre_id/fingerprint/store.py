@@ -321,7 +321,8 @@ class SQLiteStore(FingerprintStore):
         if p.is_dir():
             raise FingerprintDBError(f"{p}: is a directory, not a fingerprint database")
         meta = None
-        if not p.exists():
+        new = not p.exists()
+        if new:
             if not create:
                 raise FingerprintDBError(f"{p}: no such fingerprint database (build one with 'genre-id index add')")
             try:
@@ -343,6 +344,8 @@ class SQLiteStore(FingerprintStore):
                 store._open_reader()
         except BaseException:
             store.close()
+            if new:
+                _remove_if_empty(p)  # a database we began to make (a full disk): leave no 0-byte file behind
             raise
         return store
 
@@ -583,6 +586,16 @@ class SQLiteStore(FingerprintStore):
             except sqlite3.Error:
                 pass
         self._conn, self._writer = None, False  # type: ignore[assignment]
+
+
+def _remove_if_empty(path: Path) -> None:
+    """Remove the database file ``path`` (and its WAL files) when it holds nothing: 0 bytes."""
+    try:
+        if path.is_file() and path.stat().st_size == 0:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def _connect(path: Path, mode: str) -> sqlite3.Connection:
