@@ -83,7 +83,10 @@ def _clip_features(path: str, *, feature_set: str, names: list[str], cache_dir: 
     except OSError as exc:
         return f"{path}: cannot be read ({exc.strerror or exc})"
     if cache is not None:
-        cache.put(digest, values=np.vstack(list(out.values())), names=np.asarray(list(out)))
+        try:
+            cache.put(digest, values=np.vstack(list(out.values())), names=np.asarray(list(out)))
+        except OSError:
+            pass  # a cache that cannot be written (full disk, read-only) only costs time
     return out
 
 

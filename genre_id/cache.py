@@ -12,13 +12,14 @@ or mismatched entry is ignored and recomputed, never trusted.  Entries are
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
 
 from .files import PathLike, atomic_file
 
-__all__ = ["FeatureCache", "file_digest"]
+__all__ = ["FeatureCache", "file_digest", "cache_problem"]
 
 
 def file_digest(path: PathLike, *, chunk_bytes: int = 1 << 20) -> str:
@@ -67,6 +68,36 @@ class FeatureCache:
         return entry
 
     def put(self, digest: str, **arrays: np.ndarray) -> None:
-        """Store ``arrays`` for ``digest`` atomically (temporary file, then rename)."""
-        with atomic_file(self._path(digest), suffix=".npz") as fh:
-            np.savez(fh, key=np.asarray(f"{self.namespace}/{digest}"), **arrays)
+        """Store ``arrays`` for ``digest`` atomically (temporary file, then rename).
+
+        When the write fails (a full disk, a read-only folder) the ``OSError``
+        is raised and the folders this call created are removed again.
+        """
+        path = self._path(digest)
+        created = [p for p in (path.parent, path.parent.parent) if not p.exists()]
+        try:
+            with atomic_file(path, suffix=".npz") as fh:
+                np.savez(fh, key=np.asarray(f"{self.namespace}/{digest}"), **arrays)
+        except OSError:
+            for folder in created:
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+            raise
+
+
+def cache_problem(root: PathLike) -> str | None:
+    """Why the cache folder ``root`` cannot be written (one phrase), or None when it can (it is created if absent)."""
+    folder = Path(root)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        return "it is not a folder"
+    except OSError as exc:
+        return f"it cannot be created ({exc.strerror or exc})"
+    if not folder.is_dir():
+        return "it is not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return "no permission to write in it"
+    return None

@@ -239,6 +239,9 @@ def processes_can_start() -> bool:
 
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None)
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name.split(".")[-1] == "__main__":
+        return True  # 'python -m package': spawn never imports a package's __main__ again
     if not path or path in _GUARDED:
         return True
     if path not in _UNGUARDED:

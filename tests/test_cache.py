@@ -166,3 +166,41 @@ def test_concurrent_processes_sharing_a_cache_corrupt_nothing(tmp_path):
     for clip in clips:
         cached = extract_file(clip, cache_dir=cache)
         np.testing.assert_allclose(cached.values, extract_file(clip).values)
+
+
+def test_a_cache_write_that_fails_leaves_no_empty_folders(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from genre_id import files
+    from genre_id.cache import FeatureCache
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(files.os, "fsync", full)
+    cache = FeatureCache(tmp_path / "cache", namespace="levelfree-v1-w30-m3")
+    (tmp_path / "cache").mkdir()
+    with pytest.raises(OSError):
+        cache.put("ab" + "0" * 62, values=np.zeros((1, 3)))
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_a_cache_folder_that_cannot_be_written_is_said_once_and_not_used(tmp_path):
+    import sys
+
+    from test_audio import _write
+
+    data = tmp_path / "data"
+    for label, freq in (("low", 220.0), ("high", 1760.0)):
+        (data / label).mkdir(parents=True)
+        for i in range(3):
+            _write(data / label / f"{i}.wav", tone(3.5, freq=freq * (1 + i / 20), seed=i), 22050)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be\n")
+    res = subprocess.run([sys.executable, "-m", "genre_id.cli", "train", str(data), "--cache-dir", str(blocker),
+                          "--out", str(tmp_path / "model"), "--max-epochs", "2", "-q"],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == f"note: feature cache {blocker}: it is not a folder; features are not cached\n"
+    assert blocker.read_text().startswith("a file")

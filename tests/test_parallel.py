@@ -225,3 +225,14 @@ def test_a_script_without_a_main_guard_gets_its_answers_in_one_process_and_is_to
     assert res.returncode == 0, res.stderr
     assert [line.split()[0] for line in res.stdout.splitlines()] == ["Prediction"] * 3
     assert "RuntimeWarning" in res.stderr and "__main__" in res.stderr and "died" not in res.stderr
+
+
+def test_the_command_run_as_a_package_main_uses_its_worker_processes(mini_dir):
+    """`python -m genre_id.cli`: spawn never imports a package's __main__ again, so processes may start."""
+    clips = sorted(str(p) for p in mini_dir.glob("*/*.flac"))[:3]
+    res = subprocess.run([sys.executable, "-m", "genre_id.cli", "identify", "--workers", "2", "--no-timeline", *clips],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert res.returncode == 0 and res.stderr == "" and len(res.stdout.splitlines()) == 3
+    from genre_id.parallel import processes_can_start
+
+    assert processes_can_start()  # pytest's own main module has the guard

@@ -112,14 +112,25 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
 
 
 def _cache_dir(args: argparse.Namespace) -> str | None:
-    """The feature cache folder: none with ``--no-cache``, else ``--cache-dir``, else the default location."""
+    """The feature cache folder: none with ``--no-cache``, else ``--cache-dir``, else the default location.
+
+    A folder that cannot be written is said once (one note on stderr) and not used.
+    """
     if args.no_cache:
         return None
-    if args.cache_dir:
-        return args.cache_dir
+    if getattr(args, "_cache_checked", False):
+        return args._cache_dir
+    from ..cache import cache_problem
     from ..locations import default_cache_dir
 
-    return str(default_cache_dir())
+    folder = args.cache_dir or str(default_cache_dir())
+    problem = cache_problem(folder)
+    if problem:
+        print(f"note: feature cache {one_line(folder)}: {problem}; features are not cached", file=sys.stderr,
+              flush=True)
+        folder = None
+    args._cache_checked, args._cache_dir = True, folder
+    return folder
 
 
 def _group_by(args: argparse.Namespace) -> list[str]:
