@@ -569,3 +569,13 @@ def test_times_read_h_mm_ss_from_an_hour_on_in_text_and_on_plots():
 
     assert [clock(s) for s in (0, 59.6, 600, 3599, 3600, 7000)] == [
         "00:00", "01:00", "10:00", "59:59", "1:00:00", "1:56:40"]
+
+
+def test_identify_match_uses_the_database_index_add_fills_by_default(tmp_path, clips):
+    env = {**ENV, "GENRE_ID_DB": str(tmp_path / "fp.sqlite")}
+    assert run(["index", "add", clips[0]], env=env).returncode == 0
+    res = run(["identify", "--match", clips[0], "--no-timeline"], env=env)
+    assert res.returncode == 0, res.stderr
+    assert "match: " in res.stdout and "no match" not in res.stdout
+    missing = run(["identify", "--match", clips[0]], env={**ENV, "GENRE_ID_DB": str(tmp_path / "none.sqlite")})
+    assert missing.returncode == 2 and "no such fingerprint database" in missing.stderr

@@ -43,6 +43,9 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
                    help="evaluate the network with numpy (default, fast start) or Keras")
     p.add_argument("--no-timeline", action="store_true", help="omit the per-window timeline of long audio (text)")
     p.add_argument("--db", default=None, metavar="PATH", help="fingerprint database: also name the recording")
+    p.add_argument("--match", action="store_true",
+                   help="also name the recording, with the database 'genre-id index add' fills by default "
+                        "($GENRE_ID_DB, else the user data folder; see 'genre-id cache info')")
     p.add_argument("--workers", type=positive_int, default=None, metavar="N",
                    help="processes extracting features (default: one per core): one file each, or, "
                         "for a single input (a file or -) of 4 minutes or more, its windows")
@@ -119,6 +122,10 @@ def cmd_identify(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     # The database is opened once, before any file is analysed: a missing or
     # unusable one is one line naming it, and no work is started (or lost).
+    if args.match and not args.db:
+        from ..locations import default_db_path
+
+        args.db = str(default_db_path())
     with ExitStack() as stack:
         index = None
         if args.db:
