@@ -309,6 +309,8 @@ def test_titles_from_tags_else_file_name(tmp_path: Path, songs) -> None:
     assert title_and_artist_from_name("07 - Sinnerman.flac") == ("Sinnerman", None)
     assert title_and_artist_from_name("07. Sinnerman.flac") == ("Sinnerman", None)
     assert title_and_artist_from_name("blues.00001.wav") == ("blues.00001", None)
+    assert title_and_artist_from_name("Cab_Calloway_-_Jumpin_Jive.flac") == ("Jumpin Jive", "Cab Calloway")
+    assert title_and_artist_from_name("my_song.flac") == ("my_song", None)  # underscores alone are left as they are
     tagged = tmp_path / "x - y.flac"
     sf.write(tagged, songs[1][: SR * 2], SR)
     import mutagen

@@ -37,10 +37,14 @@ def title_and_artist_from_name(path: PathLike) -> tuple[str, str | None]:
     """Title and artist guessed from a file name.
 
     ``"Artist - Title.mp3"`` gives ``("Title", "Artist")``; a leading track
-    number (``"03 - Title.flac"``, ``"03. Title.flac"``) is dropped; any other
-    name is the title, with the artist unknown (``None``).
+    number (``"03 - Title.flac"``, ``"03. Title.flac"``) is dropped; names
+    that write spaces as underscores (``"Cab_Calloway_-_Jumpin_Jive.flac"``)
+    are read with spaces; any other name is the title, with the artist
+    unknown (``None``).
     """
     stem = Path(path).stem.strip()
+    if " " not in stem and "_-_" in stem:
+        stem = stem.replace("_", " ")
     parts = [p.strip() for p in stem.split(" - ")]
     if len(parts) >= 2 and parts[0].isdigit():
         parts = parts[1:]
