@@ -478,6 +478,8 @@ def test_identify_match_and_format(tmp_path: Path, index: FingerprintIndex, song
     sf.write(query, songs[5][SR * 6 : SR * 12], SR)
     assert match_for_identify(str(query), db) is None
     assert format_match(None) == "match: no match"
+    medley = format_match({**m, "offset": -150.0})  # the recording starts 150 s into the clip
+    assert "starting 150.0 s into the clip" in medley and "-150" not in medley
     query.write_bytes(b"junk")
     with pytest.raises(GenreIdError, match="query.wav"):
         match_for_identify(str(query), db)

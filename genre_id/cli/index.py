@@ -214,12 +214,16 @@ def format_match(match: dict[str, object] | None) -> str:
     """One human-readable line for a :func:`match_for_identify` result.
 
     ``match: "Title" by Artist (file, at 12.3 s, score 87)`` or ``match: no match``.
+    The offset is where the clip starts in the indexed recording; a negative
+    one (the recording starts that far into the clip: a medley, a mix, a
+    clip with a long intro of its own) is said in words.
     """
     if match is None:
         return "match: no match"
     artist = match.get("artist")
     offset = float(match.get("offset", 0.0))  # type: ignore[arg-type]
+    where = f"at {offset:.1f} s" if offset >= 0 else f"starting {-offset:.1f} s into the clip"
     return (
         f'match: "{one_line(match.get("title"))}" by {one_line(_artist_text(artist if isinstance(artist, str) else None))} '
-        f"({one_line(match.get('file'))}, at {offset:.1f} s, score {match.get('score')})"
+        f"({one_line(match.get('file'))}, {where}, score {match.get('score')})"
     )
