@@ -213,3 +213,15 @@ def test_a_report_that_cannot_be_written_leaves_no_files_or_folders(tmp_path, mo
     with pytest.raises(OSError):
         write_report([result], tmp_path / "reports" / "mine", title="t", command="c")
     assert list(tmp_path.iterdir()) == []  # the PNG written first is gone, and the folders made for it
+
+
+def test_the_summary_never_calls_a_genre_without_examples_weak():
+    from genre_id.evaluation import score_predictions
+    from genre_id.report import summary_text
+
+    result = score_predictions(["a", "b", "c"], [[0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.1, 0.8, 0.1]], ["a", "b", "b"])
+    lines = summary_text([result]).splitlines()
+    weakest = next(line for line in lines if "weakest genres" in line)
+    recall = next(line for line in lines if line.strip().startswith("recall:"))
+    assert " c " not in weakest + " " and " c " not in recall + " "  # 'c' has no example in the scored data
+    assert "b 0.67" in weakest and "accuracy 0.667;" in lines[0] and "seeds" not in lines[0]
