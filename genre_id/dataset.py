@@ -87,6 +87,15 @@ class Dataset:
                        units=self.units[mask], accept=self.accept[mask], weights=self.weights[mask],
                        origin=self.origin[mask])
 
+    def views(self) -> list["Dataset"]:
+        """One dataset per part of a combined feature set (:func:`genre_id.features.combine`), same rows;
+        ``[self]`` for a single feature set.  Features measured once serve every member of an ensemble."""
+        parts = self.feature_set.members or (self.feature_set,)
+        bounds = np.cumsum([0, *(fs.n_features for fs in parts)])
+        return [Dataset(self.x[:, a:b], self.y, self.groups, fs, self.source, self.failures, units=self.units,
+                        accept=self.accept, weights=self.weights, origin=self.origin)
+                for fs, a, b in zip(parts, bounds[:-1], bounds[1:])]
+
     def accepted(self, labels: Sequence[str] | None = None) -> list[frozenset[int]]:
         """Per row, the indices into ``labels`` (default :attr:`labels`) of the labels counted right."""
         index = {g: i for i, g in enumerate(labels or self.labels)}
@@ -398,26 +407,21 @@ def set_names(specs: Sequence[PathLike]) -> list[str]:
 def load_sets(
     specs: Sequence[PathLike],
     *,
-    feature_set: str | FeatureSet = DEFAULT_FEATURE_SET,
     group_by: Sequence[str] = DEFAULT_GROUP_COLUMNS,
-    window_seconds: float = 30.0,
-    min_seconds: float = 3.0,
-    cache_dir: PathLike | None = None,
-    workers: int | None = None,
-    progress: bool = True,
     prefix: bool | None = None,
+    **options: Any,
 ) -> Dataset:
     """The features of several labelled sets (see :func:`labelled_set`) as one dataset.
 
     Each row's :attr:`Dataset.origin` names its set (the folder's name); a
     set's track ids are prefixed with that name (``prefix``; by default when
-    several sets are given) so that they cannot collide.
+    several sets are given) so that they cannot collide.  ``options`` are
+    those of :func:`load_clips` (``feature_set``, ``cache_dir``, ...).
     """
     parts = []
     for spec, name in zip(specs, set_names(specs)):
         root, clips = labelled_set(spec, group_by=group_by)
-        d = load_clips(clips, root, feature_set=feature_set, window_seconds=window_seconds, min_seconds=min_seconds,
-                       cache_dir=cache_dir, workers=workers, progress=progress, name=name)
+        d = load_clips(clips, root, name=name, **options)
         if prefix or (prefix is None and len(specs) > 1):
             d.groups = np.char.add(f"{name}/", d.groups.astype(str))
             d.units = np.asarray([u if ":" in u else f"{name}/{u}" for u in d.units.tolist()])

@@ -97,22 +97,20 @@ def extend_model(
 ) -> ExtendResult:
     """Extend the model folder ``base`` with the recordings ``load(feature_set_name)`` returns; save it at ``target``.
 
-    ``load`` is called once per member with that member's feature set name
-    and returns the user's labelled recordings measured with it.  The
+    ``load`` is called once, with the model's feature set (an ensemble's
+    combined one, ``"levelfree+musicnn-msd"``, so each recording is decoded
+    once for all members), and returns the user's labelled recordings
+    measured with it.  The
     model at ``target`` is written atomically; ``base`` is never changed.
     """
     model = load_bundle(base)
     members = model.members if isinstance(model, Ensemble) else [model]
-    trained: list[ModelBundle] = []
-    failures: list[FileFailure] = []
-    added: Counter[str] = Counter()
-    for i, member in enumerate(members):
-        data = load(str(member.feature_set["name"]))
-        if i == 0:
-            failures = list(data.failures)
-            added = Counter(dict(zip(data.groups.tolist(), data.y.tolist())).values())
-        trained.append(extend_bundle(member, data, name=f"{name}-{member.feature_set['name']}"
-                                     if len(members) > 1 else name, version=version, command=command, seed=seed))
+    data = load("+".join(str(m.feature_set["name"]) for m in members))
+    failures: list[FileFailure] = list(data.failures)
+    added: Counter[str] = Counter(dict(zip(data.groups.tolist(), data.y.tolist())).values())
+    trained = [extend_bundle(member, view, name=f"{name}-{member.feature_set['name']}" if len(members) > 1 else name,
+                             version=version, command=command, seed=seed)
+               for member, view in zip(members, data.views())]
     labels = trained[0].labels
     if isinstance(model, Ensemble):
         with tempfile.TemporaryDirectory(prefix="genre-id-extend-") as tmp:
