@@ -404,8 +404,6 @@ def evaluate_grouped(
     accept_rows = first.subset(np.asarray([row_of[t] for t in tracks]))
     accept = accept_rows.accepted(labels) if set(accept_rows.labels) <= set(labels) else None
     y_all, p_all, accs, member_all = [], [], [], [[] for _ in members]
-    chosen_oof: list[list[np.ndarray]] = [[] for _ in members]
-    y_oof = []
     for seed in seeds:
         splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
         fold_of = np.zeros(len(tracks), dtype=int)
@@ -447,8 +445,6 @@ def evaluate_grouped(
         accs.append(float(np.mean(fused.argmax(axis=1) == y)))
         for j in range(len(members)):
             member_all[j].append(oof[j])
-            chosen_oof[j].append(oof[j])
-        y_oof.append(y)
     n_seeds = len(seeds)
     details = {"folds": folds, "seeds": list(seeds), "tracks": len(tracks),
                "units": len(set(units.tolist())), "scored_sets": list(scored)}
@@ -460,7 +456,7 @@ def evaluate_grouped(
     extra: dict = {"member_results": [], "origin": origin, "tracks": tracks, "y": y,
                    "member_proba": [np.vstack(m) for m in member_all]}
     if len(members) > 1:
-        w, t = fit_fusion([np.vstack(o) for o in chosen_oof], np.concatenate(y_oof), rule=fusion)
+        w, t = fit_fusion([np.vstack(o) for o in member_all], np.concatenate(y_all), rule=fusion)
         extra["fusion"] = {"rule": fusion, "weights": w, "temperature": t,
                            "members": [m.feature_set.name for m in members]}
         result.details["fusion"] = extra["fusion"]
