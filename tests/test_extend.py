@@ -102,3 +102,22 @@ def test_a_hostile_pool_file_is_one_line_never_unpickled_or_waited_on(tmp_path, 
     make(tmp_path / "pool.npz")
     with pytest.raises(ModelError, match=problem):
         load_pool(tmp_path)
+
+
+def test_the_extended_model_never_replaces_the_model_it_extends(tmp_path):
+    import shutil
+
+    from genre_id.cli import main
+    from genre_id.model import DEFAULT_MODEL_DIR
+
+    base = tmp_path / "base"
+    shutil.copytree(DEFAULT_MODEL_DIR, base)
+    (tmp_path / "link").symlink_to(base)
+    data = tmp_path / "mine" / "test-tones"
+    data.mkdir(parents=True)
+    for i in range(3):
+        _write(data / f"t{i}.wav", tone(4.0, freq=880.0 + 40 * i, seed=i), 22050)
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in base.rglob("*"))
+    for out in (base, tmp_path / "link"):
+        assert main(["train", "--extend", str(base), str(data.parent), "--out", str(out), "-q", "--no-cache"]) == 2
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in base.rglob("*")) == before

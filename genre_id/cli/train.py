@@ -248,6 +248,8 @@ def _extend(args: argparse.Namespace, target: Path) -> int:
     if args.table:
         raise GenreIdError("--extend adds recordings (DATA), not a feature table")
     base = DEFAULT_MODEL_DIR if args.extend == "default" else Path(args.extend)
+    if base.resolve() == target.resolve():
+        raise GenreIdError(f"{args.out}: is the model being extended; write the extended model to another folder")
 
     def load(feature_set: str):
         return _load_sets(args, list(args.data), feature_set)
