@@ -1,17 +1,28 @@
-"""Small helpers for files that every layer shares: the path type, and atomic writes."""
+"""Small helpers for files that every layer shares: the path type, atomic writes, bounded reads.
+
+A file is written atomically by :func:`atomic_file` (a temporary sibling,
+fsynced, renamed over the target); a folder by :func:`atomic_folder` (a
+temporary sibling folder, every file fsynced, swapped into place), so an
+interrupted write never leaves a half-written file or folder, and the previous
+one stays usable until the new one is complete.
+"""
 
 from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
+import sys
 import tempfile
-from collections.abc import Iterator
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Union
 
-__all__ = ["PathLike", "atomic_file", "atomic_write", "open_regular", "read_text"]
+__all__ = ["PathLike", "atomic_file", "atomic_folder", "atomic_write", "open_regular", "read_text"]
 
 #: A file name as the library accepts it.
 PathLike = Union[str, "os.PathLike[str]"]
@@ -68,6 +79,99 @@ def atomic_write(path: PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (:func:`atomic_file`)."""
     with atomic_file(path) as fh:
         fh.write(data)
+
+
+def atomic_folder(path: PathLike, write: Callable[[Path], None]) -> Path:
+    """Fill a temporary folder beside ``path`` with ``write(tmp)``, fsync it, and swap it into place.
+
+    At every instant ``path`` is the previous folder or the complete new one
+    (on Linux the two are exchanged atomically with ``renameat2``; elsewhere
+    two renames leave a moment when ``path`` is absent).  On any error,
+    including an interrupt, the temporary folder is removed and ``path`` is
+    untouched.  Temporary folders left by writes that were killed outright
+    are removed by a later write, once :data:`STALE_SECONDS` old.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # The name is chosen before the folder exists, so that an interrupt at any
+    # point after the folder is made lands inside the ``try`` that removes it.
+    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        tmp.mkdir()  # an ordinary folder (the umask applies), unlike mkdtemp's private one
+        write(tmp)
+        for child in tmp.rglob("*"):
+            if child.is_file():
+                with open(child, "rb") as fh:
+                    os.fsync(fh.fileno())
+        _swap_into_place(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _remove_stale_leftovers(target)
+    return target
+
+
+#: Temporary folders of a write older than this (seconds) were left by a killed process.
+STALE_SECONDS = 3600
+
+
+def _remove_stale_leftovers(target: Path) -> None:
+    """Remove the hidden temporary folders that writes killed outright (SIGKILL, power loss) left beside ``target``."""
+    for leftover in target.parent.glob(f".{target.name}.*-*"):
+        if not (leftover.name.startswith((f".{target.name}.tmp-", f".{target.name}.old-")) and leftover.is_dir()):
+            continue
+        try:
+            if time.time() - leftover.stat().st_mtime > STALE_SECONDS:
+                shutil.rmtree(leftover, ignore_errors=True)
+        except OSError:
+            pass
+
+
+def _swap_into_place(tmp: Path, target: Path) -> None:
+    """Put the complete folder ``tmp`` at ``target``; at every instant ``target`` is the old or the new folder."""
+    if not target.exists():
+        os.replace(tmp, target)
+    elif _exchange(tmp, target):
+        shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the previous folder
+    else:  # no atomic exchange here: two renames, with a moment when ``target`` is absent
+        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(target, old)
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            os.replace(old, target)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    _fsync_dir(target.parent)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where that is not available."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def open_regular(path: PathLike, *, max_bytes: int, missing: str, error: type[Exception]) -> BinaryIO:

@@ -108,9 +108,8 @@ class Recognizer:
 
     def __init__(self, bundle: ModelBundle | Ensemble, *, top: int = 3) -> None:
         self.bundle = bundle
-        members = bundle.members if isinstance(bundle, Ensemble) else [bundle]
         sets = []
-        for member in members:
+        for member in bundle.members:
             try:
                 sets.append(get_feature_set(member.feature_set))
             except FeatureVersionError as exc:
@@ -232,13 +231,9 @@ class Recognizer:
             raise SilentAudioError(f"{name}: audio is silent; there is no genre to name")
         values = windows.values[~windows.silent]
         try:
-            if isinstance(self.bundle, Ensemble):
-                parts = self.bundle.member_proba(values)
-                members = dict(zip(self.bundle.member_names, (p.mean(axis=0) for p in parts)))
-                proba = fuse(parts, rule=self.bundle.fusion)
-            else:
-                proba = self.bundle.predict_proba(values)
-                members = {self.bundle.feature_set["name"]: proba.mean(axis=0)}
+            parts = self.bundle.member_proba(values)
+            members = dict(zip(self.bundle.member_names, (p.mean(axis=0) for p in parts)))
+            proba = fuse(parts, rule=self.bundle.fusion)
         except ModelError as exc:  # e.g. weights that overflow on this audio: name the audio too
             raise ModelError(f"{name}: {exc}") from None
         return self._prediction(windows, proba, members=members, top=self.top if top is None else top)

@@ -2,7 +2,8 @@
 
 ``fit`` follows scikit-learn's separation of concerns: it takes a
 :class:`~genre_id.dataset.Dataset` and returns a
-:class:`~genre_id.model.ModelBundle`; saving is :func:`genre_id.model.save_bundle`.
+:class:`~genre_id.model.ModelBundle` whose ``model.json`` is built by
+:func:`genre_id.metadata.model_metadata`; saving is :func:`genre_id.model.save_bundle`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from .augment import Deltas, augment_rows
 from .dataset import Dataset
 from .features import FeatureSet
 from .errors import DatasetError
-from .model import MODEL_FORMAT, MODEL_FORMAT_VERSION, ModelBundle, network_from_layers
+from .metadata import model_metadata
+from .model import ModelBundle
+from .network import network_from_layers
 
 __all__ = ["TrainConfig", "default_config", "track_split", "fit", "library_versions"]
 
@@ -250,27 +253,20 @@ def fit(
         metrics["train_accuracy_refit"] = _accuracy(network.predict_proba(data.x), y)
         metrics["note"] = ("validation figures are those of the network that chose the number of epochs; the model "
                            "was then refit on every track; see `genre-id evaluate` for held-out test figures")
-    meta = {
-        "format": MODEL_FORMAT,
-        "format_version": MODEL_FORMAT_VERSION,
-        "name": name,
-        "version": version,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "labels": labels,
-        "feature_set": data.feature_set.to_dict(),
-        "window_seconds": float(window_seconds),
-        "min_seconds": float(min_seconds),
-        "network": {"layers": layers, "config": {**asdict(config), "hidden": list(config.hidden)}},
-        "training": {
+    meta = model_metadata(
+        name=name, version=version, created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        labels=labels, feature_set=data.feature_set.to_dict(), window_seconds=window_seconds,
+        min_seconds=min_seconds, layers=layers, network_config={**asdict(config), "hidden": list(config.hidden)},
+        training={
             "command": command,
             "data": data.summary(),
             "augmentation": None if deltas is None else {**deltas.summary(), "copies": config.augment_copies},
             "best_epoch": result["best_epoch"],
             "epochs_run": result["epochs_run"],
         },
-        "metrics": metrics,
-        "library_versions": library_versions(),
-    }
+        metrics=metrics,
+        library_versions=library_versions(),
+    )
     if extra_metadata:
         meta.update(extra_metadata)
     return ModelBundle(metadata=meta, network=network, keras_model=model, pool=training_pool(data, deltas))

@@ -79,7 +79,7 @@ def test_a_failed_save_keeps_the_previous_model(toy_model, tmp_path, monkeypatch
     def explode(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("genre_id.model._write_json", explode)
+    monkeypatch.setattr("genre_id.model.write_metadata", explode)
     with pytest.raises(KeyboardInterrupt):
         save_bundle(bundle, target)
     assert (target / "weights.npz").read_bytes() == before
