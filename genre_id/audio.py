@@ -36,6 +36,7 @@ import soxr
 
 from .errors import AudioError, AudioTooShortError
 from .files import PathLike
+from .textsafe import one_line
 
 __all__ = [
     "SUPPORTED_EXTENSIONS",
@@ -136,8 +137,8 @@ def _describe_av(exc: BaseException) -> str:
 
 
 def _one_line(text: str) -> str:
-    text = re.sub(r"[\x00-\x1f\x7f]+", " ", text).strip()
-    return text if len(text) <= _MAX_NAME else text[: _MAX_NAME - 3] + "..."
+    """A library's message or a stream's name as one line of at most :data:`_MAX_NAME` characters."""
+    return one_line(text, controls="space", max_chars=_MAX_NAME)
 
 
 @contextlib.contextmanager

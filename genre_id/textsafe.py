@@ -57,7 +57,7 @@ def _escape_char(ch: str) -> str:
     return f"\\U{code:08x}"
 
 
-def one_line(value: object) -> str:
+def one_line(value: object, *, controls: str = "escape", max_chars: int | None = None) -> str:
     """``value`` as one printable line: every non-printable character escaped.
 
     ``value`` is a ``str``, ``bytes`` or path (decoded as the file system
@@ -67,13 +67,29 @@ def one_line(value: object) -> str:
     separators and lone surrogates are shown as ``\\n``, ``\\t``, ``\\xNN``,
     ``\\uNNNN`` (a byte of a non-UTF-8 file name as ``\\xNN``); a backslash is
     doubled.  The result never contains a line break or a terminal control.
+
+    ``controls="space"`` is for prose from a library (a decoder's error
+    message): each run of ASCII controls and DEL becomes one space and the
+    ends are stripped, other non-printable characters are escaped as above,
+    and a backslash is kept as it is.  ``max_chars`` cuts a longer result to
+    that many characters, the last three ``...``.
     """
     if isinstance(value, (bytes, os.PathLike)):
         value = os.fsdecode(value)
     text = value if isinstance(value, str) else str(value)
-    if text.isprintable() and "\\" not in text:
-        return text
-    return "".join(ch if ch.isprintable() and ch != "\\" else _escape_char(ch) for ch in text)
+    if controls not in ("escape", "space"):
+        raise ValueError(f"controls must be 'escape' or 'space', not {controls!r}")
+    backslash = "\\" if controls == "escape" else ""  # escaped only where escapes must be unambiguous
+    if controls == "space":
+        text = _CONTROL_RUNS.sub(" ", text).strip()
+    if not text.isprintable() or (backslash and backslash in text):
+        text = "".join(ch if ch.isprintable() and ch != backslash else _escape_char(ch) for ch in text)
+    if max_chars is not None and len(text) > max_chars:
+        text = text[: max_chars - 3] + "..."
+    return text
+
+
+_CONTROL_RUNS = re.compile(r"[\x00-\x1f\x7f]+")
 
 
 def valid_unicode(text: str) -> str:

@@ -102,18 +102,11 @@ def _sha256(path: Path) -> str:
 
 
 def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the files are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """``write(file)`` into ``path`` atomically: temporary file, fsync, rename (:func:`genre_id.files.atomic_file`)."""
+    from genre_id.files import atomic_file
+
+    with atomic_file(path) as f:
+        write(f)
 
 
 def _prefix(unpacked: Path) -> str:
