@@ -415,7 +415,7 @@ class _FFmpegReader:
         streams = container.streams.audio
         if not streams:
             raise AudioError(f"{name}: has no audio track")
-        self._s = s = streams[0]
+        self._s = s = self._first_with_audio(streams)
         ctx = s.codec_context
         if ctx is None:
             raise AudioError(f"{name}: not a readable audio file (no decoder for its audio codec)")
@@ -423,21 +423,30 @@ class _FFmpegReader:
         _check_rate(self.sample_rate, self.channels, name)
         demuxer = container.format.name.split(",")[0]
         self.format = demuxer.upper()
-        seconds, stated = self._duration(demuxer)
+        seconds, stated = self._duration()
         self.frames = int(round(seconds * self.sample_rate))
         self.exact = stated and demuxer in _EXACT_DURATION
         self._pending: list[np.ndarray] = []
         self._blocks = self._decode()
 
-    def _duration(self, demuxer: str) -> tuple[float, bool]:
+    def _first_with_audio(self, streams: Any) -> Any:
+        """The first audio track whose stated length is not zero (an empty first track is skipped), else the first."""
+        for s in streams:
+            self._s = s
+            seconds, stated = self._duration()
+            if not stated or seconds > 0:
+                return s
+        return streams[0]
+
+    def _duration(self) -> tuple[float, bool]:
         """Seconds of this audio track and whether the container states them for this track."""
         s, c = self._s, self._c
-        if s.duration and s.time_base:
-            return float(s.duration * s.time_base), True
-        tag = s.metadata.get("DURATION") or s.metadata.get("duration")  # Matroska's per-track tag
+        tag = s.metadata.get("DURATION") or s.metadata.get("duration")  # Matroska's per-track tag: this track's own
         m = re.fullmatch(r"(\d+):(\d\d):(\d\d(?:\.\d+)?)", str(tag or "").strip())
         if m:
             return int(m[1]) * 3600 + int(m[2]) * 60 + float(m[3]), True
+        if s.duration and s.time_base:
+            return float(s.duration * s.time_base), True
         if c.duration:
             # The container's length is the longest track's: this track's only when it is alone.
             return c.duration / 1e6, len(c.streams) == 1
@@ -571,7 +580,15 @@ def _open(source: PathLike | AudioStream) -> Iterator[_SndfileReader | _FFmpegRe
 def _check_complete(reader: _SndfileReader | _FFmpegReader, decoded_to: int) -> None:
     """Refuse an input whose header promises clearly more frames than could be decoded (it is truncated)."""
     claimed, sr = reader.frames, reader.sample_rate
-    if not reader.exact or claimed - decoded_to <= max(0.1 * sr, 0.01 * claimed):
+    if not reader.exact:
+        return
+    if decoded_to - claimed > max(0.1 * sr, 0.01 * claimed) and reader.format in ("MATROSKA", "MOV"):
+        # e.g. a Matroska header declaring 1e12 Hz, which FFmpeg replaces by 8 kHz: the samples' times are wrong
+        raise AudioError(
+            f"{reader.name}: the header's sample rate is wrong or unusable (the track states {claimed / sr:.2f} s; "
+            f"its samples last {decoded_to / sr:.2f} s at the {sr} Hz the decoder uses)"
+        )
+    if claimed - decoded_to <= max(0.1 * sr, 0.01 * claimed):
         return
     raise AudioError(
         f"{reader.name}: file is truncated (its header promises {claimed / sr:.2f} s of audio, "

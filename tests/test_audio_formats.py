@@ -304,3 +304,43 @@ def test_folder_scans_find_the_new_formats(tmp_path):
         (tmp_path / genre).mkdir()
         (tmp_path / genre / f"song{ext.upper()}").write_bytes(b"x")
     assert sorted(g for _, g in scan_folder(tmp_path)) == ["jazz", "metal", "pop", "rock"]
+
+
+def _mkv_tracks(path: Path, tracks: list[np.ndarray], sr: int) -> Path:
+    """A Matroska file with one 16-bit PCM track per array of ``tracks`` (an empty array: a track without audio)."""
+    with av.open(str(path), "w", format="matroska") as out:
+        streams = [out.add_stream("pcm_s16le", rate=sr) for _ in tracks]
+        for st, y in zip(streams, tracks):
+            st.layout = "mono"
+            pcm = (np.clip(y, -1, 1) * 32767).astype(np.int16)
+            for i in range(0, pcm.size, 4096):
+                frame = av.AudioFrame.from_ndarray(pcm[None, i:i + 4096], format="s16", layout="mono")
+                frame.sample_rate, frame.pts = sr, i
+                for packet in st.encode(frame):
+                    out.mux(packet)
+            for packet in st.encode(None):
+                out.mux(packet)
+    return path
+
+
+def test_an_empty_first_audio_track_is_skipped_for_the_one_with_sound(tmp_path, mini_dir):
+    y, _ = sf.read(sorted((mini_dir / "jazz").glob("*.flac"))[0], dtype="float32")
+    path = _mkv_tracks(tmp_path / "two tracks.mkv", [np.zeros(0, np.float32), y[: 6 * SR]], SR)
+    decoded = audio.load(path)
+    assert decoded.size == 6 * SR
+    np.testing.assert_allclose(decoded, y[: 6 * SR], atol=1e-4)
+
+
+def test_a_matroska_sample_rate_the_decoder_cannot_use_is_refused(tmp_path):
+    """A header declaring 1e12 Hz: FFmpeg falls back to 8 kHz, so the samples' times would be wrong."""
+    import struct
+
+    y = (0.1 * np.sin(np.arange(5 * SR) * 0.05)).astype(np.float32)
+    data = _mkv_tracks(tmp_path / "ok.mkv", [y], SR).read_bytes()
+    at = data.find(bytes([0xB5, 0x88]) + struct.pack(">d", float(SR)))  # SamplingFrequency, an 8-byte float
+    assert at > 0
+    bad = tmp_path / "terahertz.mkv"
+    bad.write_bytes(data[: at + 2] + struct.pack(">d", 1e12) + data[at + 10:])
+    assert audio.load(tmp_path / "ok.mkv").size == y.size
+    _one_line_error(audio.load, bad, "sample rate is wrong or unusable")
+    _one_line_error(lambda p: list(audio.iter_windows(p, window_seconds=2.0)), bad, "sample rate is wrong")
