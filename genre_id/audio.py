@@ -39,7 +39,6 @@ from .files import PathLike
 
 __all__ = [
     "SUPPORTED_EXTENSIONS",
-    "DEFAULT_SAMPLE_RATE",
     "MIN_SAMPLE_RATE",
     "MAX_SAMPLE_RATE",
     "MAX_CHANNELS",
@@ -62,10 +61,6 @@ SUPPORTED_EXTENSIONS = (
     ".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".au", ".snd", ".aiff", ".aif", ".caf",
     ".m4a", ".m4b", ".mp4", ".mov", ".aac", ".wma", ".asf", ".webm", ".mka", ".mkv",
 )
-
-#: The rate (Hz) audio is analysed at unless a feature set says otherwise: librosa's
-#: default, at which the GTZAN table was measured and every shipped feature set works.
-DEFAULT_SAMPLE_RATE = 22050
 
 #: Sample rates (Hz) a file may have.  Below 1 kHz there is no music to judge,
 #: and a tiny file claiming a rate of a few Hz would be hours of "audio".
@@ -724,14 +719,27 @@ def check_samples(samples: Any, *, name: str = "audio") -> np.ndarray:
 def load(
     path: PathLike | AudioStream,
     *,
-    sample_rate: int = DEFAULT_SAMPLE_RATE,
+    sample_rate: int | None = None,
     offset: float = 0.0,
     duration: float | None = None,
-) -> np.ndarray:
-    """Decode ``path`` (a file, or an :class:`AudioStream`) to mono float32 samples at ``sample_rate`` Hz.
+) -> tuple[np.ndarray, int]:
+    """Decode ``path`` (a file, or an :class:`AudioStream`) to mono float32 samples.
 
-    ``offset`` and ``duration`` (seconds) select a part of the input; the whole
-    input is read by default.
+    Parameters
+    ----------
+    path
+        The input.
+    sample_rate
+        Hz to resample to; ``None`` keeps the input's own rate.
+    offset, duration
+        The part of the input to read (s); the whole input by default.
+
+    Returns
+    -------
+    y : np.ndarray, shape ``(n,)``, float32
+        The samples, channels averaged.
+    sr : int
+        Their rate in Hz (``sample_rate``, or the input's own).
     """
     with _open(path) as r:
         sr = r.sample_rate
@@ -752,7 +760,9 @@ def load(
             y = r.read(frames)
         if frames < 0 or y.size < frames:  # read to the end
             _check_complete(r, first + y.size)
-    return resample(y, orig_sr=sr, target_sr=sample_rate)
+    if sample_rate is None:
+        return y, sr
+    return resample(y, orig_sr=sr, target_sr=sample_rate), int(sample_rate)
 
 
 def window_spans(n_samples: int, window: int) -> list[tuple[int, int]]:
@@ -778,9 +788,9 @@ def window_spans(n_samples: int, window: int) -> list[tuple[int, int]]:
 def iter_windows(
     path: PathLike | AudioStream,
     *,
-    sample_rate: int = DEFAULT_SAMPLE_RATE,
-    window_seconds: float = 30.0,
-    min_seconds: float = 3.0,
+    sample_rate: int,
+    window_seconds: float,
+    min_seconds: float,
 ) -> Iterator[tuple[float, np.ndarray]]:
     """Decode ``path`` (a file, or an :class:`AudioStream`) window by window: yield ``(start_seconds, samples)``.
 

@@ -36,6 +36,7 @@ from typing import IO, Any, BinaryIO, Mapping, Sequence
 
 import numpy as np
 
+from .config import AnalysisConfig
 from .errors import ModelError
 from .files import open_regular
 from .textsafe import one_line
@@ -206,6 +207,12 @@ class ModelBundle:
         return float(self.metadata.get("min_seconds", 3.0))
 
     @property
+    def analysis(self) -> AnalysisConfig:
+        """How audio must be cut and judged for this model (what it was trained with)."""
+        return AnalysisConfig(sample_rate=int(self.feature_set["sample_rate"]), window_seconds=self.window_seconds,
+                              min_seconds=self.min_seconds)
+
+    @property
     def name(self) -> str:
         return str(self.metadata.get("name", "unnamed"))
 
@@ -282,6 +289,11 @@ class Ensemble:
     window_seconds = ModelBundle.window_seconds
     min_seconds = ModelBundle.min_seconds
     name = ModelBundle.name
+
+    @property
+    def analysis(self) -> AnalysisConfig:
+        """How audio must be cut and judged (its members share it)."""
+        return self.members[0].analysis
     version = ModelBundle.version
 
     @property

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from conftest import CONFIG
 from genre_id import Recognizer
 from genre_id.dataset import Dataset, read_table
 from genre_id.errors import DatasetError, ModelError
@@ -25,7 +26,7 @@ def _toy(feature_set: str, *, seed: int, labels=LABELS, n: int = 30) -> Dataset:
     centers = rng.normal(0, 3, size=(len(labels), fs.n_features))
     x = np.vstack([c + rng.normal(0, 1, size=(n, fs.n_features)) for c in centers])
     y = np.repeat(labels, n)
-    return Dataset(x, y, np.asarray([f"{g}/t{i}" for i, g in enumerate(y)]), fs, source="toy")
+    return Dataset(x, y, np.asarray([f"{g}/t{i}" for i, g in enumerate(y)]), fs, source="toy", config=CONFIG)
 
 
 @pytest.fixture(scope="module")
