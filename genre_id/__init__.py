@@ -2,9 +2,14 @@
 
 The public API is small::
 
-    from genre_id import Recognizer
-    rec = Recognizer.load()            # the shipped default model
-    p = rec.identify("song.mp3")       # or rec.identify(samples, sample_rate=44100)
+    from genre_id import Analyzer
+    with Analyzer.load(db=None) as analyzer:       # the shipped model; db: a fingerprint database
+        report = analyzer.analyze("song.mp3")      # or bytes, a file object, or samples + sample_rate=
+        report.prediction.genre, report.prediction.top, report.match, report.error
+        reports = analyzer.analyze_many(paths)     # one Report each, in order, on all cores
+
+    from genre_id import Recognizer                # the genre alone
+    p = Recognizer.load().identify("song.mp3")
     p.genre, p.confidence, p.top, p.probabilities, p.segments
 
     from genre_id import FingerprintIndex
@@ -29,6 +34,8 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from .analysis import Analyzer, ModelInfo, Report
+    from .config import AnalysisConfig
     from .fingerprint import FingerprintIndex, Match
     from .recognizer import GenreScore, Prediction, Recognizer, Segment
 
@@ -38,6 +45,10 @@ __version__ = "0.1.0"
 # entry point) is cheap and everything heavy happens inside the command, where
 # a Ctrl-C is one line rather than a traceback from the middle of an import.
 _LAZY = {
+    "Analyzer": "analysis",
+    "Report": "analysis",
+    "ModelInfo": "analysis",
+    "AnalysisConfig": "config",
     "Recognizer": "recognizer",
     "Prediction": "recognizer",
     "Segment": "recognizer",
@@ -63,6 +74,10 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "Analyzer",
+    "Report",
+    "ModelInfo",
+    "AnalysisConfig",
     "Recognizer",
     "Prediction",
     "Segment",

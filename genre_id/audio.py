@@ -40,7 +40,6 @@ from .textsafe import one_line
 
 __all__ = [
     "SUPPORTED_EXTENSIONS",
-    "DEFAULT_SAMPLE_RATE",
     "MIN_SAMPLE_RATE",
     "MAX_SAMPLE_RATE",
     "MAX_CHANNELS",
@@ -63,10 +62,6 @@ SUPPORTED_EXTENSIONS = (
     ".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".au", ".snd", ".aiff", ".aif", ".caf",
     ".m4a", ".m4b", ".mp4", ".mov", ".aac", ".wma", ".asf", ".webm", ".mka", ".mkv",
 )
-
-#: The rate (Hz) audio is analysed at unless a feature set says otherwise: librosa's
-#: default, at which the GTZAN table was measured and every shipped feature set works.
-DEFAULT_SAMPLE_RATE = 22050
 
 #: Sample rates (Hz) a file may have.  Below 1 kHz there is no music to judge,
 #: and a tiny file claiming a rate of a few Hz would be hours of "audio".
@@ -416,7 +411,7 @@ class _FFmpegReader:
         streams = container.streams.audio
         if not streams:
             raise AudioError(f"{name}: has no audio track")
-        self._s = s = streams[0]
+        self._s = s = self._first_with_audio(streams)
         ctx = s.codec_context
         if ctx is None:
             raise AudioError(f"{name}: not a readable audio file (no decoder for its audio codec)")
@@ -424,21 +419,30 @@ class _FFmpegReader:
         _check_rate(self.sample_rate, self.channels, name)
         demuxer = container.format.name.split(",")[0]
         self.format = demuxer.upper()
-        seconds, stated = self._duration(demuxer)
+        seconds, stated = self._duration()
         self.frames = int(round(seconds * self.sample_rate))
         self.exact = stated and demuxer in _EXACT_DURATION
         self._pending: list[np.ndarray] = []
         self._blocks = self._decode()
 
-    def _duration(self, demuxer: str) -> tuple[float, bool]:
+    def _first_with_audio(self, streams: Any) -> Any:
+        """The first audio track whose stated length is not zero (an empty first track is skipped), else the first."""
+        for s in streams:
+            self._s = s
+            seconds, stated = self._duration()
+            if not stated or seconds > 0:
+                return s
+        return streams[0]
+
+    def _duration(self) -> tuple[float, bool]:
         """Seconds of this audio track and whether the container states them for this track."""
         s, c = self._s, self._c
-        if s.duration and s.time_base:
-            return float(s.duration * s.time_base), True
-        tag = s.metadata.get("DURATION") or s.metadata.get("duration")  # Matroska's per-track tag
+        tag = s.metadata.get("DURATION") or s.metadata.get("duration")  # Matroska's per-track tag: this track's own
         m = re.fullmatch(r"(\d+):(\d\d):(\d\d(?:\.\d+)?)", str(tag or "").strip())
         if m:
             return int(m[1]) * 3600 + int(m[2]) * 60 + float(m[3]), True
+        if s.duration and s.time_base:
+            return float(s.duration * s.time_base), True
         if c.duration:
             # The container's length is the longest track's: this track's only when it is alone.
             return c.duration / 1e6, len(c.streams) == 1
@@ -572,7 +576,15 @@ def _open(source: PathLike | AudioStream) -> Iterator[_SndfileReader | _FFmpegRe
 def _check_complete(reader: _SndfileReader | _FFmpegReader, decoded_to: int) -> None:
     """Refuse an input whose header promises clearly more frames than could be decoded (it is truncated)."""
     claimed, sr = reader.frames, reader.sample_rate
-    if not reader.exact or claimed - decoded_to <= max(0.1 * sr, 0.01 * claimed):
+    if not reader.exact:
+        return
+    if decoded_to - claimed > max(0.1 * sr, 0.01 * claimed) and reader.format in ("MATROSKA", "MOV"):
+        # e.g. a Matroska header declaring 1e12 Hz, which FFmpeg replaces by 8 kHz: the samples' times are wrong
+        raise AudioError(
+            f"{reader.name}: the header's sample rate is wrong or unusable (the track states {claimed / sr:.2f} s; "
+            f"its samples last {decoded_to / sr:.2f} s at the {sr} Hz the decoder uses)"
+        )
+    if claimed - decoded_to <= max(0.1 * sr, 0.01 * claimed):
         return
     raise AudioError(
         f"{reader.name}: file is truncated (its header promises {claimed / sr:.2f} s of audio, "
@@ -708,14 +720,27 @@ def check_samples(samples: Any, *, name: str = "audio") -> np.ndarray:
 def load(
     path: PathLike | AudioStream,
     *,
-    sample_rate: int = DEFAULT_SAMPLE_RATE,
+    sample_rate: int | None = None,
     offset: float = 0.0,
     duration: float | None = None,
-) -> np.ndarray:
-    """Decode ``path`` (a file, or an :class:`AudioStream`) to mono float32 samples at ``sample_rate`` Hz.
+) -> tuple[np.ndarray, int]:
+    """Decode ``path`` (a file, or an :class:`AudioStream`) to mono float32 samples.
 
-    ``offset`` and ``duration`` (seconds) select a part of the input; the whole
-    input is read by default.
+    Parameters
+    ----------
+    path
+        The input.
+    sample_rate
+        Hz to resample to; ``None`` keeps the input's own rate.
+    offset, duration
+        The part of the input to read (s); the whole input by default.
+
+    Returns
+    -------
+    y : np.ndarray, shape ``(n,)``, float32
+        The samples, channels averaged.
+    sr : int
+        Their rate in Hz (``sample_rate``, or the input's own).
     """
     with _open(path) as r:
         sr = r.sample_rate
@@ -736,7 +761,9 @@ def load(
             y = r.read(frames)
         if frames < 0 or y.size < frames:  # read to the end
             _check_complete(r, first + y.size)
-    return resample(y, orig_sr=sr, target_sr=sample_rate)
+    if sample_rate is None:
+        return y, sr
+    return resample(y, orig_sr=sr, target_sr=sample_rate), int(sample_rate)
 
 
 def window_spans(n_samples: int, window: int) -> list[tuple[int, int]]:
@@ -762,9 +789,9 @@ def window_spans(n_samples: int, window: int) -> list[tuple[int, int]]:
 def iter_windows(
     path: PathLike | AudioStream,
     *,
-    sample_rate: int = DEFAULT_SAMPLE_RATE,
-    window_seconds: float = 30.0,
-    min_seconds: float = 3.0,
+    sample_rate: int,
+    window_seconds: float,
+    min_seconds: float,
 ) -> Iterator[tuple[float, np.ndarray]]:
     """Decode ``path`` (a file, or an :class:`AudioStream`) window by window: yield ``(start_seconds, samples)``.
 

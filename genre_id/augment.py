@@ -57,6 +57,7 @@ def _clip_features(path: str, *, feature_set: str, names: list[str], cache_dir: 
     be decoded or a version of it is silent (it then has no delta to give).
     """
     from .audio import load
+    from .config import GTZAN_WINDOW_SECONDS, AnalysisConfig
     from .extraction import extract_samples
     from .perturb import PERTURBATIONS
 
@@ -69,12 +70,13 @@ def _clip_features(path: str, *, feature_set: str, names: list[str], cache_dir: 
             entry = cache.get(digest)
             if entry is not None and list(entry["names"]) == ["original", *names]:
                 return dict(zip(["original", *names], entry["values"]))
-        y = load(path, sample_rate=fs.sample_rate)  # the project's decoder: truncation, NaN, rate checks
-        versions = {"original": (y, fs.sample_rate)}
-        versions.update((n, PERTURBATIONS[n](y, fs.sample_rate)) for n in names)
+        y, sr = load(path, sample_rate=fs.sample_rate)  # the project's decoder: truncation, NaN, rate checks
+        versions = {"original": (y, sr)}
+        versions.update((n, PERTURBATIONS[n](y, sr)) for n in names)
+        config = AnalysisConfig.for_window(sample_rate=fs.sample_rate, window_seconds=GTZAN_WINDOW_SECONDS)
         out = {}
-        for n, (z, zsr) in versions.items():
-            windows = extract_samples(z, sample_rate=zsr, feature_set=fs, name=path)
+        for n, (z, zsr) in versions.items():  # each clip's first GTZAN-length window
+            windows = extract_samples(z, sample_rate=zsr, feature_set=fs, config=config, name=path)
             if windows.silent[0]:
                 return f"{path}: its first window is silent ({n}); no perturbation deltas from it"
             out[n] = windows.values[0]

@@ -3,8 +3,8 @@
 >>> from genre_id.cluster import connect
 >>> from genre_id.parallel import use_executor
 >>> with connect("tcp://scheduler:8786") as cluster:  # doctest: +SKIP
-...     for path, pred in recognizer.identify_files(paths, executor=cluster):
-...         print(path, pred)
+...     for report in Analyzer.load(executor=cluster).analyze_many(paths):
+...         print(report.source, report.prediction.genre if report.ok else report.error)
 ...     with use_executor(cluster):  # every map_files call in the block runs there
 ...         data = load_folder("/shared/music/gtzan")
 

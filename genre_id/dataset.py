@@ -16,6 +16,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from .audio import SUPPORTED_EXTENSIONS
+from .config import GTZAN_WINDOW_SECONDS, AnalysisConfig
 from .errors import DatasetError
 from .extraction import WindowFeatures, extract_files
 from .features import DEFAULT_FEATURE_SET, FeatureSet, get_feature_set
@@ -42,7 +43,8 @@ class Dataset:
     """Feature rows with their genre and their track.
 
     ``x`` has one row per window, ``y`` the genre name of each row, ``groups``
-    the track id of each row.
+    the track id of each row; ``config`` says how the audio was cut into
+    those windows (a model trained on the rows records it).
     """
 
     x: np.ndarray
@@ -50,6 +52,7 @@ class Dataset:
     groups: np.ndarray
     feature_set: FeatureSet
     source: str
+    config: AnalysisConfig
     failures: list[FileFailure] = field(default_factory=list)
     #: Per row, the unit that must stay on one side of a split (an artist, a source); default: the track.
     units: np.ndarray | None = None
@@ -83,7 +86,8 @@ class Dataset:
 
     def subset(self, mask: np.ndarray) -> "Dataset":
         """The rows where ``mask`` is true (a boolean mask or index array)."""
-        return Dataset(self.x[mask], self.y[mask], self.groups[mask], self.feature_set, self.source, self.failures,
+        return Dataset(self.x[mask], self.y[mask], self.groups[mask], self.feature_set, self.source, self.config,
+                       self.failures,
                        units=self.units[mask], accept=self.accept[mask], weights=self.weights[mask],
                        origin=self.origin[mask])
 
@@ -92,7 +96,8 @@ class Dataset:
         ``[self]`` for a single feature set.  Features measured once serve every member of an ensemble."""
         parts = self.feature_set.members or (self.feature_set,)
         bounds = np.cumsum([0, *(fs.n_features for fs in parts)])
-        return [Dataset(self.x[:, a:b], self.y, self.groups, fs, self.source, self.failures, units=self.units,
+        return [Dataset(self.x[:, a:b], self.y, self.groups, fs, self.source, self.config, self.failures,
+                        units=self.units,
                         accept=self.accept, weights=self.weights, origin=self.origin)
                 for fs, a, b in zip(parts, bounds[:-1], bounds[1:])]
 
@@ -133,6 +138,10 @@ def concat(datasets: Sequence["Dataset"]) -> Dataset:
         if d.feature_set.name != first.feature_set.name or d.x.shape[1] != first.x.shape[1]:
             raise DatasetError(f"{d.source}: measured with feature set '{d.feature_set.name}', "
                                f"{first.source} with '{first.feature_set.name}'")
+        if d.config != first.config:
+            raise DatasetError(f"{d.source}: cut into {d.config.window_seconds:g} s windows at "
+                               f"{d.config.sample_rate} Hz, {first.source} into {first.config.window_seconds:g} s "
+                               f"at {first.config.sample_rate} Hz")
     seen: set[str] = set()
     parts = []
     for d in datasets:
@@ -144,7 +153,7 @@ def concat(datasets: Sequence["Dataset"]) -> Dataset:
         return np.concatenate([getattr(d, name) for d in parts])
 
     return Dataset(np.vstack([d.x for d in parts]), cat("y"), cat("groups"), first.feature_set,
-                   " + ".join(d.source for d in datasets), [f for d in datasets for f in d.failures],
+                   " + ".join(d.source for d in datasets), first.config, [f for d in datasets for f in d.failures],
                    units=cat("units"), accept=cat("accept"), weights=cat("weights"), origin=cat("origin"))
 
 
@@ -158,7 +167,8 @@ def read_table(path: PathLike, *, feature_set: str | FeatureSet = DEFAULT_FEATUR
     """Read a feature table such as ``gtzan_features_30_sec.csv``.
 
     It needs a ``filename`` column, a ``label`` column and one column per
-    feature of ``feature_set``; other columns are ignored.
+    feature of ``feature_set``; other columns are ignored.  Each row is one
+    GTZAN clip: one :data:`~genre_id.config.GTZAN_WINDOW_SECONDS` window.
     """
     fs = get_feature_set(feature_set)
     if fs.from_audio_only:
@@ -187,7 +197,8 @@ def read_table(path: PathLike, *, feature_set: str | FeatureSet = DEFAULT_FEATUR
     x = fs.from_table(measured)
     y = np.asarray([r["label"].strip() for r in rows])
     groups = np.asarray([track_id(f'{r["label"].strip()}/{os.path.basename(r["filename"])}') for r in rows])
-    return Dataset(x, y, groups, fs, source=str(p))
+    config = AnalysisConfig.for_window(sample_rate=fs.sample_rate, window_seconds=GTZAN_WINDOW_SECONDS)
+    return Dataset(x, y, groups, fs, source=str(p), config=config)
 
 
 def scan_folder(root: PathLike, *, min_labels: int = 2) -> list[tuple[Path, str]]:
@@ -218,7 +229,7 @@ def load_folder(root: PathLike, **options: Any) -> Dataset:
     """Extract features of every file of a GTZAN-style folder (one row per window).
 
     ``options`` are those of :func:`load_clips` (``feature_set``,
-    ``window_seconds``, ``cache_dir``, ``workers``, ...).  Files that cannot
+    ``config``, ``cache_dir``, ``workers``, ...).  Files that cannot
     be used are skipped and listed in ``failures``.
     """
     clips = [LabelledClip(p, g, (g,)) for p, g in scan_folder(root)]
@@ -230,8 +241,7 @@ def load_clips(
     root: PathLike,
     *,
     feature_set: str | FeatureSet = DEFAULT_FEATURE_SET,
-    window_seconds: float = 30.0,
-    min_seconds: float = 3.0,
+    config: AnalysisConfig,
     cache_dir: PathLike | None = None,
     workers: int | None = None,
     progress: bool = True,
@@ -247,7 +257,7 @@ def load_clips(
     fs = get_feature_set(feature_set)
     root = Path(root)
     results = extract_files(
-        [c.path for c in clips], feature_set=fs, window_seconds=window_seconds, min_seconds=min_seconds,
+        [c.path for c in clips], feature_set=fs, config=config,
         cache_dir=cache_dir, workers=workers, progress=progress,
     )
     xs: list[np.ndarray] = []
@@ -276,7 +286,7 @@ def load_clips(
     if not xs:
         raise DatasetError(f"{root}: no usable audio file")
     source = name or str(root)
-    return Dataset(np.vstack(xs), np.asarray(cols["y"]), np.asarray(cols["groups"]), fs, source, failures,
+    return Dataset(np.vstack(xs), np.asarray(cols["y"]), np.asarray(cols["groups"]), fs, source, config, failures,
                    units=np.asarray(cols["units"]), accept=np.asarray(cols["accept"]),
                    weights=np.asarray(cols["weights"], dtype=np.float64),
                    origin=np.full(len(cols["y"]), source, dtype=object).astype(str))

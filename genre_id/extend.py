@@ -56,7 +56,7 @@ def pool_dataset(bundle: ModelBundle) -> tuple[Dataset, Deltas | None]:
         raise DatasetError(f"{bundle.path}: its stored training features have {pool['x'].shape[1]} columns, "
                            f"feature set '{fs.name}' has {fs.n_features}")
     data = Dataset(pool["x"], pool["y"], np.char.add(f"{POOL_PREFIX}/", pool["groups"]), fs,
-                   source=f"{bundle.name} training features", units=pool["units"],
+                   source=f"{bundle.name} training features", config=bundle.analysis, units=pool["units"],
                    weights=pool["weights"].astype(np.float64))
     deltas = None
     if "deltas" in pool:
@@ -80,8 +80,7 @@ def extend_bundle(bundle: ModelBundle, added: Dataset, *, name: str, version: st
     """``bundle`` retrained on its stored training features plus ``added`` (measured with its feature set)."""
     pool, deltas = pool_dataset(bundle)
     data = concat([pool, added])
-    return fit(data, config=_config_of(bundle, seed), deltas=deltas, name=name, version=version,
-               window_seconds=bundle.window_seconds, min_seconds=bundle.min_seconds, command=command,
+    return fit(data, config=_config_of(bundle, seed), deltas=deltas, name=name, version=version, command=command,
                extra_metadata={"extended_from": {"name": bundle.name, "version": bundle.version}})
 
 

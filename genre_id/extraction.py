@@ -28,6 +28,7 @@ import numpy as np
 
 from . import audio
 from .cache import FeatureCache, file_digest
+from .config import MIN_ACTIVE_SECONDS, SILENCE_RMS, AnalysisConfig
 from .errors import AudioError, AudioTooShortError, GenreIdError
 from .features import DEFAULT_FEATURE_SET, FeatureSet, Features, get_feature_set
 from .parallel import FileFailure, WorkerDiedError, map_ahead, map_files
@@ -40,23 +41,21 @@ __all__ = [
     "WindowFeatures",
     "FileFailure",
     "extract_windows",
+    "stream_windows",
+    "extract_stream",
     "extract_file",
     "extract_samples",
     "extract_files",
 ]
 
-#: Frames whose RMS level around the window's mean is below this (about -80 dBFS) are silent.
-SILENCE_RMS = 1e-4
-#: A window with less active audio than this (seconds; the whole window when it is shorter) is silent.
-MIN_ACTIVE_SECONDS = 2.0
 _FRAME_SECONDS = 0.05
 #: A file needs this many windows (4 minutes of 30 s windows) before its windows are spread over
 #: processes: below it, starting them costs about what they save.
 PARALLEL_MIN_WINDOWS = 8
 
 
-def active_seconds(samples: np.ndarray, *, sr: int) -> float:
-    """Seconds of ``samples`` (mono, at ``sr`` Hz) in 50 ms frames whose RMS around the mean reaches :data:`SILENCE_RMS`.
+def active_seconds(samples: np.ndarray, *, sr: int, silence_rms: float = SILENCE_RMS) -> float:
+    """Seconds of ``samples`` (mono, at ``sr`` Hz) in 50 ms frames whose RMS around the mean reaches ``silence_rms``.
 
     NaN when the samples are not finite (that is not silence: the features then say what is wrong).
     """
@@ -70,7 +69,7 @@ def active_seconds(samples: np.ndarray, *, sr: int) -> float:
         rms = np.sqrt(np.mean(x * x, axis=1))
     if not np.isfinite(rms).all():
         return float("nan")
-    return float(np.count_nonzero(rms >= SILENCE_RMS)) * frame / sr
+    return float(np.count_nonzero(rms >= silence_rms)) * frame / sr
 
 
 @dataclass(frozen=True)
@@ -132,35 +131,44 @@ def _window_features(samples: np.ndarray, feature_set: FeatureSet, name: str) ->
                      f"({problem}; sample peak {peak:.3g})")
 
 
-def _window_row(window: tuple[float, np.ndarray], *, feature_set: FeatureSet | str,
+def _window_row(window: tuple[float, np.ndarray], *, feature_set: FeatureSet | str, config: AnalysisConfig,
                 name: str) -> tuple[float, float, bool, np.ndarray | None]:
     """One window's ``(start, end, silent, features)``: seconds, seconds, no genre to name here, the row (or None)."""
     fs = get_feature_set(feature_set)
     start, samples = window
-    sr = fs.sample_rate
-    active = active_seconds(samples, sr=sr)
-    quiet = active < min(MIN_ACTIVE_SECONDS, 0.9 * len(samples) / sr)  # NaN is not silence
+    sr = config.sample_rate
+    active = active_seconds(samples, sr=sr, silence_rms=config.silence_rms)
+    quiet = active < min(config.min_active_seconds, 0.9 * len(samples) / sr)  # NaN is not silence
     return start, start + len(samples) / sr, quiet, None if quiet else _window_features(samples, fs, name)
 
 
-def extract_windows(
-    windows: Iterable[tuple[float, np.ndarray]], *, feature_set: FeatureSet, name: str = "audio", workers: int = 1
-) -> WindowFeatures:
-    """Features of ``(start_seconds, samples)`` windows already at the feature set's rate.
+def _check_config(fs: FeatureSet, config: AnalysisConfig) -> None:
+    if config.sample_rate != fs.sample_rate:
+        raise GenreIdError(f"the analysis rate ({config.sample_rate} Hz) is not the rate feature set "
+                           f"'{fs.name}' is measured at ({fs.sample_rate} Hz)")
 
-    ``name`` (the file's) starts the message of any error.  With ``workers``
+
+def extract_windows(
+    windows: Iterable[tuple[float, np.ndarray]], *, feature_set: FeatureSet, config: AnalysisConfig,
+    name: str = "audio", workers: int = 1,
+) -> WindowFeatures:
+    """Features of ``(start_seconds, samples)`` windows already at ``config.sample_rate``.
+
+    Windows quieter than ``config``'s silence rule are marked silent and get
+    no features.  ``name`` (the file's) starts the message of any error.  With ``workers``
     above 1 the windows are measured by that many local processes while this
     one decodes (:func:`genre_id.parallel.map_ahead`: a few windows in
     flight, so memory stays bounded); the result is the same.
     """
+    _check_config(feature_set, config)
     if workers > 1:
-        measure = partial(_window_row, feature_set=feature_set.name, name=name)
+        measure = partial(_window_row, feature_set=feature_set.name, config=config, name=name)
         try:
             rows = list(map_ahead(measure, windows, workers=workers))
         except WorkerDiedError as exc:
             raise AudioError(f"{name}: {exc}") from None
     else:
-        rows = [_window_row(w, feature_set=feature_set, name=name) for w in windows]
+        rows = [_window_row(w, feature_set=feature_set, config=config, name=name) for w in windows]
     return WindowFeatures(
         starts=np.asarray([r[0] for r in rows], dtype=np.float64),
         ends=np.asarray([r[1] for r in rows], dtype=np.float64),
@@ -188,12 +196,13 @@ def extract_samples(
     *,
     sample_rate: int,
     feature_set: str | FeatureSet = DEFAULT_FEATURE_SET,
-    window_seconds: float = 30.0,
-    min_seconds: float = 3.0,
+    config: AnalysisConfig,
     name: str = "audio",
 ) -> WindowFeatures:
-    """Window features of in-memory ``samples`` (shape ``(n,)`` or ``(n, channels)``) at ``sample_rate`` Hz."""
+    """Window features of in-memory ``samples`` (shape ``(n,)`` or ``(n, channels)``) at ``sample_rate`` Hz,
+    cut and judged as ``config`` says."""
     fs = get_feature_set(feature_set)
+    _check_config(fs, config)
     if not isinstance(sample_rate, (int, np.integer)) or isinstance(sample_rate, bool) or sample_rate <= 0:
         raise GenreIdError(f"{name}: sample_rate must be a positive whole number of Hz, not {sample_rate!r}")
     if not audio.MIN_SAMPLE_RATE <= sample_rate <= audio.MAX_SAMPLE_RATE:
@@ -203,30 +212,31 @@ def extract_samples(
     mono = audio.resample(mono, orig_sr=int(sample_rate), target_sr=fs.sample_rate)
     windows = _sample_windows(
         mono,
-        window=int(round(window_seconds * fs.sample_rate)),
-        min_samples=int(round(min_seconds * fs.sample_rate)),
+        window=config.window_samples,
+        min_samples=int(round(config.min_seconds * fs.sample_rate)),
         name=name,
         sr=fs.sample_rate,
     )
-    return extract_windows(windows, feature_set=fs, name=name)
+    return extract_windows(windows, feature_set=fs, config=config, name=name)
 
 
-def _namespace(fs: FeatureSet, window_seconds: float, min_seconds: float) -> str:
-    """The cache's folder for ``fs``: every part's version counts (a combined set has none of its own)."""
+def _namespace(fs: FeatureSet, config: AnalysisConfig) -> str:
+    """The cache's folder for ``fs`` and ``config``: every part's version counts (a combined set has none of its own)."""
     version = "+".join(str(m.version) for m in fs.members) if fs.members else str(fs.version)
-    return f"{fs.name}-v{version}-w{window_seconds:g}-m{min_seconds:g}-a{MIN_ACTIVE_SECONDS:g}"
+    silence = "" if config.silence_rms == SILENCE_RMS else f"-s{config.silence_rms:g}"
+    return (f"{fs.name}-v{version}-w{config.window_seconds:g}-m{config.min_seconds:g}"
+            f"-a{config.min_active_seconds:g}{silence}")
 
 
 def extract_file(
     path: str | os.PathLike[str],
     *,
     feature_set: str | FeatureSet = DEFAULT_FEATURE_SET,
-    window_seconds: float = 30.0,
-    min_seconds: float = 3.0,
+    config: AnalysisConfig,
     cache_dir: str | os.PathLike[str] | None = None,
     workers: int = 1,
 ) -> WindowFeatures:
-    """Window features of the audio file ``path``, decoded block by block.
+    """Window features of the audio file ``path``, decoded block by block and cut as ``config`` says.
 
     With ``cache_dir``, results are cached by the file's content; a cached
     entry is checked before use and recomputed if it is not sound.  With
@@ -237,7 +247,7 @@ def extract_file(
     fs = get_feature_set(feature_set)
     cache = digest = stamp = None
     if cache_dir is not None:
-        cache = FeatureCache(cache_dir, namespace=_namespace(fs, window_seconds, min_seconds))
+        cache = FeatureCache(cache_dir, namespace=_namespace(fs, config))
         try:
             if isinstance(path, (str, os.PathLike)) and os.path.isfile(path):  # a real file, not a pipe or a stream
                 stamp = _stamp(path)
@@ -250,12 +260,7 @@ def extract_file(
                 starts=entry["starts"], ends=entry["ends"], values=entry["values"], silent=entry["silent"],
                 feature_set=fs.name, version=fs.version,
             )
-    windows = audio.iter_windows(
-        path, sample_rate=fs.sample_rate, window_seconds=window_seconds, min_seconds=min_seconds
-    )
-    if workers > 1 and not _long_file(path, window_seconds):
-        workers = 1
-    result = extract_windows(windows, feature_set=fs, name=str(path), workers=workers)
+    result = extract_stream(path, feature_set=fs, config=config, workers=workers)
     if cache is not None and digest:
         try:
             unchanged = _stamp(path) == stamp  # else the features may not be those of the digested bytes
@@ -267,6 +272,33 @@ def extract_file(
             except OSError:
                 pass  # a cache that cannot be written (full disk, read-only) only costs time
     return result
+
+
+def stream_windows(path: str | os.PathLike[str] | audio.AudioStream, *,
+                   config: AnalysisConfig) -> Iterator[tuple[float, np.ndarray]]:
+    """``(start_seconds, samples)`` windows of ``path`` as ``config`` cuts them (decoded block by block)."""
+    return audio.iter_windows(path, sample_rate=config.sample_rate, window_seconds=config.window_seconds,
+                              min_seconds=config.min_seconds)
+
+
+def extract_stream(
+    path: str | os.PathLike[str] | audio.AudioStream,
+    *,
+    feature_set: FeatureSet,
+    config: AnalysisConfig,
+    workers: int = 1,
+    windows: Iterable[tuple[float, np.ndarray]] | None = None,
+) -> WindowFeatures:
+    """Window features of ``path`` (a file or a stream), without a cache.
+
+    ``windows`` are its decoded windows when the caller taps them on the way
+    (e.g. to fingerprint the same samples); by default they are decoded here.
+    """
+    if windows is None:
+        windows = stream_windows(path, config=config)
+    if workers > 1 and not _long_file(path, config.window_seconds):
+        workers = 1
+    return extract_windows(windows, feature_set=feature_set, config=config, name=str(path), workers=workers)
 
 
 def _long_file(path: str | os.PathLike[str] | audio.AudioStream, window_seconds: float) -> bool:
@@ -309,8 +341,7 @@ def extract_files(
     paths: Sequence[str | os.PathLike[str]],
     *,
     feature_set: str | FeatureSet = DEFAULT_FEATURE_SET,
-    window_seconds: float = 30.0,
-    min_seconds: float = 3.0,
+    config: AnalysisConfig,
     cache_dir: str | os.PathLike[str] | None = None,
     workers: int | None = None,
     progress: bool = True,
@@ -323,7 +354,7 @@ def extract_files(
     (:func:`genre_id.parallel.map_files`).
     """
     fs = get_feature_set(feature_set)
-    extract = partial(extract_file, feature_set=fs.name, window_seconds=window_seconds, min_seconds=min_seconds,
+    extract = partial(extract_file, feature_set=fs.name, config=config,
                       cache_dir=None if cache_dir is None else str(cache_dir))
     return list(map_files(extract, [str(Path(p)) for p in paths], workers=workers,
                           progress=description if progress else None))

@@ -34,7 +34,6 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from .audio import DEFAULT_SAMPLE_RATE
 from .errors import FeatureVersionError
 
 __all__ = [
@@ -84,7 +83,7 @@ def _needs_hpss(columns: Sequence[str]) -> bool:
 
 
 def measure(
-    y: np.ndarray, *, sr: int = DEFAULT_SAMPLE_RATE, n_fft: int = 2048, hop_length: int = 512,
+    y: np.ndarray, *, sr: int, n_fft: int = 2048, hop_length: int = 512,
     columns: Sequence[str] | None = None, engine: str = "auto",
 ) -> np.ndarray:
     """The GTZAN-table descriptors named in ``columns`` (default: all 57), from one STFT of ``y``.
@@ -223,9 +222,11 @@ class FeatureSet:
     name, version
         Identify the recipe; models store both.
     sample_rate
-        Audio is resampled to this rate (Hz) before extraction.
+        The rate (Hz) of the windows the set is given: audio is resampled to
+        it once, for every set of an ensemble.
     n_fft, hop_length
-        STFT size and hop, in samples at ``sample_rate``.
+        The front end's STFT size and hop, in samples at ``front_end_rate``;
+        ``None`` for a combination of sets, which has no front end of its own.
     columns
         Names of the vector's entries, in order.
     table_columns
@@ -239,10 +240,12 @@ class FeatureSet:
     name: str
     version: int
     sample_rate: int
-    n_fft: int
-    hop_length: int
+    n_fft: int | None
+    hop_length: int | None
     columns: tuple[str, ...]
     table_columns: tuple[str, ...] = ()
+    #: The rate (Hz) the front end resamples the windows to before its STFT; ``None``: :attr:`sample_rate`.
+    front_end_rate: int | None = None
     _derive: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False, compare=False)
     groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict, repr=False, compare=False)
     _measure: Callable[[np.ndarray, int], np.ndarray] | None = field(default=None, repr=False, compare=False)
@@ -269,7 +272,7 @@ class FeatureSet:
 
     def to_dict(self) -> dict:
         """The JSON form stored in a model's metadata."""
-        return {
+        out = {
             "name": self.name,
             "version": self.version,
             "sample_rate": self.sample_rate,
@@ -277,6 +280,9 @@ class FeatureSet:
             "hop_length": self.hop_length,
             "columns": list(self.columns),
         }
+        if self.front_end_rate is not None:  # the STFT runs at another rate than the windows arrive at
+            out["front_end_rate"] = self.front_end_rate
+        return out
 
     def extract(self, samples: np.ndarray) -> "Features":
         """Compute the feature vector of mono ``samples`` at :attr:`sample_rate` Hz."""
@@ -370,9 +376,13 @@ def _groups(columns: list[str]) -> dict[str, tuple[str, ...]]:
     return {k: v for k, v in groups.items() if v}
 
 
+#: The rate (Hz) the GTZAN table was measured at (librosa's default), and every feature set's window rate.
+GTZAN_SAMPLE_RATE = 22050
+
+
 def _gtzan_recipe(name: str, columns: Sequence[str], **kwargs) -> FeatureSet:
     """A feature set measured with the GTZAN table's settings (librosa defaults: 22050 Hz, n_fft 2048, hop 512)."""
-    return FeatureSet(name=name, version=1, sample_rate=DEFAULT_SAMPLE_RATE, n_fft=2048, hop_length=512,
+    return FeatureSet(name=name, version=1, sample_rate=GTZAN_SAMPLE_RATE, n_fft=2048, hop_length=512,
                       columns=tuple(columns), groups=_groups(list(columns)), **kwargs)
 
 
@@ -399,16 +409,19 @@ def _musicnn_msd(samples: np.ndarray, sr: int) -> np.ndarray:
 def _musicnn_recipe() -> FeatureSet:
     """``musicnn-msd`` v2: what a network pretrained on the Million Song Dataset hears.
 
-    The audio (at 22050 Hz, like the other sets, so a file is decoded once for
-    an ensemble) is brought to -20 dBFS RMS, resampled to 16 kHz, cut into 3 s patches of log-mel
-    frames (n_fft 512, hop 256, 96 bands) and passed through MSD_musicnn
+    Windows arrive at 22050 Hz, like the other sets' (so an ensemble decodes
+    a file once); each is brought to -20 dBFS RMS, resampled to the
+    network's 16 kHz, cut into 3 s patches of log-mel frames (n_fft 512,
+    hop 256 at 16 kHz, 96 bands) and passed through MSD_musicnn
     (:mod:`genre_id.musicnn`); the window's vector is the mean over patches
-    of the 200-unit penultimate layer.  v2: the network's weights are stored as
-    float16 (v1 used float32; the embeddings differ by up to about 0.015).
+    of the 200-unit penultimate layer.  The weights are stored as float16.
     """
+    from .musicnn import SAMPLE_RATE
+
     cols = tuple(f"msd_penultimate_{i:03d}" for i in range(200))
-    return FeatureSet(name="musicnn-msd", version=2, sample_rate=DEFAULT_SAMPLE_RATE, n_fft=512, hop_length=256,
-                      columns=cols, groups={"musicnn (MSD) embedding": cols}, _measure=_musicnn_msd)
+    return FeatureSet(name="musicnn-msd", version=2, sample_rate=GTZAN_SAMPLE_RATE, n_fft=512, hop_length=256,
+                      front_end_rate=SAMPLE_RATE, columns=cols, groups={"musicnn (MSD) embedding": cols},
+                      _measure=_musicnn_msd)
 
 
 FEATURE_SETS: dict[str, FeatureSet] = {
@@ -436,7 +449,7 @@ def combine(sets: Sequence[FeatureSet]) -> FeatureSet:
     groups = {f"{fs.name}: {g}": tuple(f"{fs.name}:{c}" for c in cols) for fs in sets for g, cols in fs.groups.items()}
     version = 1  # a combination has no recipe of its own: its parts' versions are checked where it is used
     return FeatureSet(name="+".join(fs.name for fs in sets), version=version, sample_rate=rates.pop(),
-                      n_fft=0, hop_length=0, columns=columns, groups=groups, members=sets)
+                      n_fft=None, hop_length=None, columns=columns, groups=groups, members=sets)
 
 #: The feature set new models use unless told otherwise.
 DEFAULT_FEATURE_SET = "levelfree"
@@ -465,7 +478,7 @@ def get_feature_set(spec: str | Mapping | FeatureSet = DEFAULT_FEATURE_SET) -> F
                 f"but this genre-id computes version {fs.version}; retrain the model or install a matching genre-id"
             )
         mine = fs.to_dict()
-        for key in ("sample_rate", "n_fft", "hop_length", "columns"):
+        for key in ("sample_rate", "n_fft", "hop_length", "front_end_rate", "columns"):
             if key in stored and stored[key] != mine[key]:
                 raise FeatureVersionError(
                     f"the model's feature set '{name}' v{fs.version} differs from this genre-id's in '{key}'"

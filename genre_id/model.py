@@ -33,6 +33,7 @@ from typing import Any, BinaryIO, Callable, Mapping, Sequence
 import numpy as np
 
 from .archive import ArchiveLimits, read_float_arrays
+from .config import AnalysisConfig
 from .errors import ModelError
 from .files import atomic_folder, open_regular
 from .metadata import (
@@ -112,6 +113,12 @@ class ModelBundle:
     @property
     def min_seconds(self) -> float:
         return float(self.metadata.get("min_seconds", 3.0))
+
+    @property
+    def analysis(self) -> AnalysisConfig:
+        """How audio must be cut and judged for this model (what it was trained with)."""
+        return AnalysisConfig(sample_rate=int(self.feature_set["sample_rate"]), window_seconds=self.window_seconds,
+                              min_seconds=self.min_seconds)
 
     @property
     def name(self) -> str:
@@ -212,6 +219,11 @@ class Ensemble:
     window_seconds = ModelBundle.window_seconds
     min_seconds = ModelBundle.min_seconds
     name = ModelBundle.name
+
+    @property
+    def analysis(self) -> AnalysisConfig:
+        """How audio must be cut and judged (its members share it)."""
+        return self.members[0].analysis
     version = ModelBundle.version
 
     @property

@@ -9,22 +9,19 @@
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import BinaryIO, NamedTuple, Union
 
 import numpy as np
 
 from .audio import AudioStream, open_stream
 from .errors import FeatureVersionError, GenreIdError, ModelError, SilentAudioError
-from .extraction import WindowFeatures, extract_file, extract_samples
+from .config import AnalysisConfig
+from .extraction import WindowFeatures, extract_samples, extract_stream
 from .features import FeatureSet, Features, combine, get_feature_set
 from .model import Ensemble, ModelBundle, fuse, load_bundle
-from .parallel import Executor, FileFailure, call_isolated, default_workers, map_files
 
-__all__ = ["Recognizer", "Prediction", "Segment", "GenreScore"]
+__all__ = ["Recognizer", "Prediction", "Segment", "GenreScore", "AudioSource", "check_source"]
 
 AudioSource = Union[str, "os.PathLike[str]", bytes, BinaryIO, np.ndarray]
 
@@ -32,6 +29,13 @@ AudioSource = Union[str, "os.PathLike[str]", bytes, BinaryIO, np.ndarray]
 def _encoded(source: object) -> bool:
     """Whether ``source`` is encoded audio in memory or in a stream (bytes, or anything with ``.read``)."""
     return isinstance(source, (bytes, bytearray, memoryview)) or callable(getattr(source, "read", None))
+
+
+def check_source(source: object) -> None:
+    """Refuse what is neither a path, an open :class:`~genre_id.audio.AudioStream`, encoded audio nor samples."""
+    if not isinstance(source, (str, os.PathLike, AudioStream, np.ndarray)) and not _encoded(source):
+        raise GenreIdError(f"cannot identify a {type(source).__name__}: pass a path to an audio file, "
+                           "bytes or a binary file object of encoded audio, or a numpy array of samples")
 
 
 class GenreScore(NamedTuple):
@@ -135,6 +139,11 @@ class Recognizer:
         return self.bundle.labels
 
     @property
+    def config(self) -> AnalysisConfig:
+        """How the model cuts and judges audio (its rate, window, minimum length and silence rule)."""
+        return self.bundle.analysis
+
+    @property
     def model_info(self) -> dict:
         """The model's name and version."""
         return {"name": self.bundle.name, "version": self.bundle.version}
@@ -142,19 +151,16 @@ class Recognizer:
     def features(self, source: AudioSource, *, sample_rate: int | None = None, name: str | None = None,
                  workers: int = 1) -> WindowFeatures:
         """The model's features for ``source``, one row per window (``workers``: see :meth:`identify`)."""
-        kw = dict(feature_set=self.feature_set, window_seconds=self.bundle.window_seconds,
-                  min_seconds=self.bundle.min_seconds)
         if isinstance(source, np.ndarray):
             if sample_rate is None:
                 raise GenreIdError("identify(samples) needs sample_rate= (Hz)")
-            return extract_samples(source, sample_rate=sample_rate, name=name or "audio", **kw)
+            return extract_samples(source, sample_rate=sample_rate, name=name or "audio",
+                                   feature_set=self.feature_set, config=self.config)
         if _encoded(source):
             with open_stream(source, name=name) as stream:
-                return extract_file(stream, workers=workers, **kw)
-        if not isinstance(source, (str, os.PathLike, AudioStream)):
-            raise GenreIdError(f"cannot identify a {type(source).__name__}: pass a path to an audio file, "
-                               "bytes or a binary file object of encoded audio, or a numpy array of samples")
-        return extract_file(source, workers=workers, **kw)
+                return extract_stream(stream, feature_set=self.feature_set, config=self.config, workers=workers)
+        check_source(source)
+        return extract_stream(source, feature_set=self.feature_set, config=self.config, workers=workers)
 
     def identify(self, source: AudioSource, *, sample_rate: int | None = None, top: int | None = None,
                  workers: int = 1) -> Prediction:
@@ -189,39 +195,13 @@ class Recognizer:
         return self.classify(self.features(source, sample_rate=sample_rate, name=name, workers=workers), top=top,
                              name=name)
 
-    def identify_files(
-        self, paths: Sequence[str | os.PathLike[str]], *, workers: int | None = None, executor: Executor | None = None
-    ) -> Iterator[tuple[str, Prediction | FileFailure]]:
-        """``(path, Prediction)`` for many files, in order, as each is ready; a file that fails gives a ``FileFailure``.
-
-        Features are extracted by ``workers`` processes (default: one per
-        core, never more than files) and classified here.  A file that
-        crashes its worker costs only itself.  A single file is analysed in
-        this process, its windows spread over ``workers`` processes when it
-        is long (see :meth:`identify`).
-        """
-        names = [os.fsdecode(p) for p in paths]
-        if executor is None and default_workers(workers, len(names)) == 1:
-            per_file = default_workers(workers, sys.maxsize) if len(names) == 1 else 1
-            identify = partial(self.identify, workers=per_file)
-            yield from zip(names, (call_isolated(identify, n) for n in names))
-            return
-        extract = partial(extract_file, feature_set=self.feature_set.name, window_seconds=self.bundle.window_seconds,
-                          min_seconds=self.bundle.min_seconds)
-        results = map_files(extract, names, workers=workers, executor=executor)
-        for name, windows in zip(names, results, strict=True):
-            if isinstance(windows, FileFailure):
-                yield name, windows
-            else:
-                yield name, call_isolated(partial(self.classify, name=name), windows, name=name)
-
     def classify(self, windows: WindowFeatures | Features, *, top: int | None = None, name: str = "audio") -> Prediction:
         """Name the genre from features already computed (refused if of another feature set or version)."""
         if isinstance(windows, Features):
             windows.check(self.feature_set)
             values = np.atleast_2d(windows.values)
             n = len(values)
-            w = self.bundle.window_seconds
+            w = self.config.window_seconds
             windows = WindowFeatures(
                 starts=np.arange(n) * w, ends=np.arange(1, n + 1) * w, values=values,
                 silent=np.zeros(n, dtype=bool), feature_set=windows.feature_set, version=windows.version,
@@ -233,7 +213,8 @@ class Recognizer:
         try:
             parts = self.bundle.member_proba(values)
             members = dict(zip(self.bundle.member_names, (p.mean(axis=0) for p in parts)))
-            proba = fuse(parts, rule=self.bundle.fusion)
+            proba = fuse(parts, rule=self.bundle.fusion, weights=self.bundle.fusion_weights,
+                         temperature=self.bundle.temperature)
         except ModelError as exc:  # e.g. weights that overflow on this audio: name the audio too
             raise ModelError(f"{name}: {exc}") from None
         return self._prediction(windows, proba, members=members, top=self.top if top is None else top)

@@ -174,8 +174,6 @@ def fit(
     config: TrainConfig | None = None,
     name: str = "model",
     version: str = "1",
-    window_seconds: float = 30.0,
-    min_seconds: float = 3.0,
     command: str = "",
     verbose: int = 0,
     deltas: Deltas | None = None,
@@ -254,8 +252,9 @@ def fit(
                            "was then refit on every track; see `genre-id evaluate` for held-out test figures")
     meta = model_metadata(
         name=name, version=version, created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        labels=labels, feature_set=data.feature_set.to_dict(), window_seconds=window_seconds,
-        min_seconds=min_seconds, layers=layers, network_config={**asdict(config), "hidden": list(config.hidden)},
+        labels=labels, feature_set=data.feature_set.to_dict(), window_seconds=data.config.window_seconds,
+        min_seconds=data.config.min_seconds, layers=layers,
+        network_config={**asdict(config), "hidden": list(config.hidden)},
         training={
             "command": command,
             "data": data.summary(),

@@ -222,7 +222,7 @@ def reference_fixture(unpacked: Path, data_dir: Path, out_path: Path, *, n_penul
     with tf.compat.v1.Session() as sess:
         tf.compat.v1.train.Saver().restore(sess, _prefix(unpacked))
         for i, clip in enumerate(FIXTURE_CLIPS):
-            patches = split_patches(log_mel_spectrogram(load(data_dir / clip, sample_rate=SAMPLE_RATE),
+            patches = split_patches(log_mel_spectrogram(load(data_dir / clip, sample_rate=SAMPLE_RATE)[0],
                                                         sr=SAMPLE_RATE))
             tags, pen = sess.run([probs, penultimate], feed_dict={x: patches, is_training: False})
             result[f"tags_{i}"] = tags.astype(np.float32)

@@ -14,6 +14,10 @@ sys.path.insert(0, str(ROOT / "scripts" / "bench"))  # the development-data look
 from bench_common import shared_data_dir  # noqa: E402
 
 SHARED_DATA = shared_data_dir()
+#: The shipped models' analysis: 30 s windows at 22050 Hz, at least 3 s of audio.
+from genre_id.config import AnalysisConfig  # noqa: E402
+
+CONFIG = AnalysisConfig.for_window(sample_rate=22050, window_seconds=30.0)
 MINI = SHARED_DATA / "gtzan_mini"
 TABLE = SHARED_DATA / "gtzan_features_30_sec.csv"
 SPLIT = SHARED_DATA / "gtzan_split"
@@ -71,7 +75,7 @@ def mini_features(mini_files, default_recognizer):
     """The shipped model's feature rows of the 100 real clips, computed once per test session on all cores."""
     from genre_id.extraction import extract_files
 
-    results = extract_files(mini_files, feature_set=default_recognizer.feature_set, progress=False)
+    results = extract_files(mini_files, feature_set=default_recognizer.feature_set, config=CONFIG, progress=False)
     return dict(zip(mini_files, results))
 
 

@@ -38,8 +38,8 @@ def test_every_supported_format_decodes_to_the_same_signal(tmp_path, ext, subtyp
     y = tone(4.0, 22050, freq=441.0)
     path = tmp_path / f"clip.{ext}"
     sf.write(path, y, 22050, subtype=subtype)
-    got = audio.load(path)
-    assert got.dtype == np.float32 and got.ndim == 1
+    got, sr = audio.load(path)
+    assert got.dtype == np.float32 and got.ndim == 1 and sr == 22050  # the rate travels with the samples
     # Lossy codecs pad or trim a little and shift the phase; compare length and spectrum.
     assert abs(got.size - y.size) < 0.05 * 22050
     spectrum = np.abs(np.fft.rfft(got[:22050]))
@@ -50,8 +50,8 @@ def test_stereo_is_mixed_to_mono_and_rate_is_converted(tmp_path):
     left, right = tone(3.5, 44100, freq=300.0), tone(3.5, 44100, freq=300.0, seed=1)
     path = tmp_path / "stereo.wav"
     sf.write(path, np.stack([left, right], axis=1), 44100)
-    got = audio.load(path, sample_rate=22050)
-    assert got.shape == (int(3.5 * 22050),)
+    got, sr = audio.load(path, sample_rate=22050)
+    assert got.shape == (int(3.5 * 22050),) and sr == 22050
     assert abs(np.argmax(np.abs(np.fft.rfft(got[:22050]))) - 300) <= 1
     assert audio.info(path).channels == 2 and audio.info(path).sample_rate == 44100
 
@@ -80,7 +80,7 @@ def test_too_short_audio_says_the_minimum(tmp_path):
     path = tmp_path / "short.wav"
     sf.write(path, tone(1.0), 22050)
     with pytest.raises(AudioTooShortError, match=r"short\.wav: audio is 1\.00 s long; at least 3 s"):
-        list(audio.iter_windows(path, min_seconds=3.0))
+        list(audio.iter_windows(path, sample_rate=22050, window_seconds=30.0, min_seconds=3.0))
 
 
 @pytest.mark.parametrize("make,problem", [
@@ -271,7 +271,7 @@ _STREAM = _PEAK + """
 import sys
 from genre_id import audio
 
-n = sum(1 for _ in audio.iter_windows(sys.argv[1]))
+n = sum(1 for _ in audio.iter_windows(sys.argv[1], sample_rate=22050, window_seconds=30.0, min_seconds=3.0))
 print(n, peak_mb())
 """
 

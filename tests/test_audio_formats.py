@@ -119,7 +119,7 @@ def test_each_format_decodes_to_the_average_of_its_channels(tmp_path, two_clips,
     head = audio.info(path)
     assert (head.sample_rate, head.channels) == (kw.get("rate", SR), 2)
     assert abs(head.duration - 10.0) < 0.15 or ext == ".aac"  # ADTS states no length; FFmpeg guesses
-    got = audio.load(path, sample_rate=SR)
+    got, _ = audio.load(path, sample_rate=SR)
     assert got.dtype == np.float32 and got.ndim == 1
     assert abs(got.size - left.size) < 0.15 * SR, got.size
     mono = (left + right) / 2
@@ -154,12 +154,12 @@ def test_ffmpeg_windows_match_the_whole_decode_and_stay_bounded(tmp_path):
     seconds, window = 240, 10
     y = (0.1 * rng.standard_normal(seconds * SR)).astype(np.float32)
     path = encode(tmp_path / "long.m4a", y[None, :], SR, fmt="ipod", codec="aac")
-    whole = audio.load(path)
+    whole, _ = audio.load(path)
     del y
     tracemalloc.start()
     try:
         starts, total, peak_between = [], 0, 0
-        for start, x in audio.iter_windows(path, window_seconds=window):
+        for start, x in audio.iter_windows(path, sample_rate=SR, window_seconds=window, min_seconds=3.0):
             starts.append(start)
             i = round(start * SR)
             assert np.array_equal(x, whole[i:i + x.size])
@@ -206,10 +206,10 @@ def test_truncated_files_are_refused_in_one_line(tmp_path, ext, fmt, codec, kw, 
     rng = np.random.default_rng(1)
     y = (0.1 * rng.standard_normal(10 * SR)).astype(np.float32)
     whole = encode(tmp_path / f"whole{ext}", np.stack([y, y]), SR, fmt=fmt, codec=codec, **kw)
-    assert abs(audio.load(whole).size - y.size) < 0.15 * SR  # the complete file is fine
+    assert abs(audio.load(whole)[0].size - y.size) < 0.15 * SR  # the complete file is fine
     cut = _cut(whole, 0.6)
     _one_line_error(audio.load, cut, words)
-    _one_line_error(lambda p: list(audio.iter_windows(p, window_seconds=2.0)), cut, words)
+    _one_line_error(lambda p: list(audio.iter_windows(p, sample_rate=SR, window_seconds=2.0, min_seconds=1.0)), cut, words)
 
 
 def test_a_video_without_sound_says_so(tmp_path):
@@ -304,3 +304,43 @@ def test_folder_scans_find_the_new_formats(tmp_path):
         (tmp_path / genre).mkdir()
         (tmp_path / genre / f"song{ext.upper()}").write_bytes(b"x")
     assert sorted(g for _, g in scan_folder(tmp_path)) == ["jazz", "metal", "pop", "rock"]
+
+
+def _mkv_tracks(path: Path, tracks: list[np.ndarray], sr: int) -> Path:
+    """A Matroska file with one 16-bit PCM track per array of ``tracks`` (an empty array: a track without audio)."""
+    with av.open(str(path), "w", format="matroska") as out:
+        streams = [out.add_stream("pcm_s16le", rate=sr) for _ in tracks]
+        for st, y in zip(streams, tracks):
+            st.layout = "mono"
+            pcm = (np.clip(y, -1, 1) * 32767).astype(np.int16)
+            for i in range(0, pcm.size, 4096):
+                frame = av.AudioFrame.from_ndarray(pcm[None, i:i + 4096], format="s16", layout="mono")
+                frame.sample_rate, frame.pts = sr, i
+                for packet in st.encode(frame):
+                    out.mux(packet)
+            for packet in st.encode(None):
+                out.mux(packet)
+    return path
+
+
+def test_an_empty_first_audio_track_is_skipped_for_the_one_with_sound(tmp_path, mini_dir):
+    y, _ = sf.read(sorted((mini_dir / "jazz").glob("*.flac"))[0], dtype="float32")
+    path = _mkv_tracks(tmp_path / "two tracks.mkv", [np.zeros(0, np.float32), y[: 6 * SR]], SR)
+    decoded, _ = audio.load(path)
+    assert decoded.size == 6 * SR
+    np.testing.assert_allclose(decoded, y[: 6 * SR], atol=1e-4)
+
+
+def test_a_matroska_sample_rate_the_decoder_cannot_use_is_refused(tmp_path):
+    """A header declaring 1e12 Hz: FFmpeg falls back to 8 kHz, so the samples' times would be wrong."""
+    import struct
+
+    y = (0.1 * np.sin(np.arange(5 * SR) * 0.05)).astype(np.float32)
+    data = _mkv_tracks(tmp_path / "ok.mkv", [y], SR).read_bytes()
+    at = data.find(bytes([0xB5, 0x88]) + struct.pack(">d", float(SR)))  # SamplingFrequency, an 8-byte float
+    assert at > 0
+    bad = tmp_path / "terahertz.mkv"
+    bad.write_bytes(data[: at + 2] + struct.pack(">d", 1e12) + data[at + 10:])
+    assert audio.load(tmp_path / "ok.mkv")[0].size == y.size
+    _one_line_error(audio.load, bad, "sample rate is wrong or unusable")
+    _one_line_error(lambda p: list(audio.iter_windows(p, sample_rate=SR, window_seconds=2.0, min_seconds=1.0)), bad, "sample rate is wrong")

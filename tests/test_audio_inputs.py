@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import tone
+from conftest import CONFIG, tone
 from genre_id import audio
 from genre_id.errors import AudioError
 
@@ -24,7 +24,7 @@ SR = 22050
 @pytest.fixture(scope="module")
 def real_clip(mini_dir) -> tuple[Path, np.ndarray]:
     path = mini_dir / "blues" / "blues.00000.flac"
-    return path, audio.load(path)
+    return path, audio.load(path)[0]
 
 
 def _one_line(exc: pytest.ExceptionInfo, name: str, words: str) -> str:
@@ -41,8 +41,8 @@ def test_bytes_decode_like_the_file(real_clip):
     path, want = real_clip
     with audio.open_stream(path.read_bytes()) as s:
         assert s.name == "<bytes>" and str(s) == "<bytes>" and s.size == path.stat().st_size
-        np.testing.assert_array_equal(audio.load(s), want)
-        windows = list(audio.iter_windows(s, window_seconds=10))  # the same stream, read again
+        np.testing.assert_array_equal(audio.load(s)[0], want)
+        windows = list(audio.iter_windows(s, sample_rate=SR, window_seconds=10, min_seconds=3.0))  # the same stream, read again
         assert audio.info(s).frames == audio.info(path).frames
     np.testing.assert_array_equal(np.concatenate([x for _, x in windows]), want[: sum(x.size for _, x in windows)])
     assert [s for s, _ in windows] == [0.0, 10.0, 20.0]
@@ -54,13 +54,13 @@ def test_ffmpeg_formats_decode_from_bytes_and_file_objects(tmp_path, real_clip):
 
     _, y = real_clip
     path = encode(tmp_path / "clip.m4a", y[None, :], SR, fmt="ipod", codec="aac")  # moov last: needs seeking
-    from_path = audio.load(path)
+    from_path, _ = audio.load(path)
     assert np.corrcoef(from_path[: y.size], y[: from_path.size])[0, 1] > 0.98
     with audio.open_stream(bytearray(path.read_bytes())) as s:
-        np.testing.assert_array_equal(audio.load(s), from_path)
+        np.testing.assert_array_equal(audio.load(s)[0], from_path)
     with open(path, "rb") as fh, audio.open_stream(fh) as s:
         assert s.name == str(path)  # a file object is named by its file
-        np.testing.assert_array_equal(audio.load(s), from_path)
+        np.testing.assert_array_equal(audio.load(s)[0], from_path)
     data = path.read_bytes()
     with pytest.raises(AudioError) as exc, audio.open_stream(data[: len(data) // 2], name="upload") as s:
         audio.load(s)
@@ -88,7 +88,7 @@ def test_a_pipe_is_spooled_in_chunks_and_decodes(tmp_path):
     with s:
         assert s._file._rolled  # on disk, not in memory
         spans = []
-        for start, x in audio.iter_windows(s, sample_rate=8000, window_seconds=300):
+        for start, x in audio.iter_windows(s, sample_rate=8000, window_seconds=300, min_seconds=3.0):
             i = round(start * 8000)
             np.testing.assert_array_equal(x, y[i:i + x.size])
             spans.append((i, i + x.size))
@@ -100,7 +100,7 @@ def test_stdin_is_named_stdin():
     sf.write(wav, tone(4.0), SR, format="WAV")
     code = ("import sys\nfrom genre_id import audio\nfrom genre_id.errors import AudioError\n"
             "s = audio.open_stream(sys.stdin.buffer)\n"
-            "print(s.name, audio.load(s).size)\n"
+            "print(s.name, audio.load(s)[0].size)\n"
             "try:\n    audio.load(audio.open_stream(sys.stdin.buffer))\n"
             "except AudioError as exc:\n    print(exc)\n")
     r = subprocess.run([sys.executable, "-c", code], input=wav.getvalue(), capture_output=True, timeout=60,
@@ -174,10 +174,10 @@ def test_pcm_arrays_give_the_features_of_the_float_audio(real_clip):
 
     _, y = real_clip
     pcm16 = np.round(np.clip(y, -1, 1 - 2**-15) * 32768).astype(np.int16)
-    want = extract_samples(pcm16.astype(np.float32) / 32768, sample_rate=SR).values
-    np.testing.assert_allclose(extract_samples(pcm16, sample_rate=SR).values, want, rtol=1e-5, atol=1e-6)
+    want = extract_samples(pcm16.astype(np.float32) / 32768, sample_rate=SR, config=CONFIG).values
+    np.testing.assert_allclose(extract_samples(pcm16, sample_rate=SR, config=CONFIG).values, want, rtol=1e-5, atol=1e-6)
     stereo_first = np.stack([pcm16, pcm16])  # librosa's mono=False layout
-    np.testing.assert_allclose(extract_samples(stereo_first, sample_rate=SR).values, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(extract_samples(stereo_first, sample_rate=SR, config=CONFIG).values, want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("channels", [1, 2, 6, 8])

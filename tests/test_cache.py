@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, tone
+from conftest import CONFIG, ROOT, tone
 from genre_id import audio
 from genre_id.cache import file_digest
 from genre_id.extraction import extract_file
@@ -33,7 +33,7 @@ def test_cache_is_keyed_by_content_and_feature_version(tmp_path, monkeypatch):
     fs = get_feature_set()
     clip = _write(tmp_path / "clip.wav", tone(3.5), 22050)
     cache = tmp_path / "cache"
-    first = extract_file(clip, cache_dir=cache)
+    first = extract_file(clip, cache_dir=cache, config=CONFIG)
     entry = _entry(cache)
     assert entry.stem == file_digest(clip) and f"{fs.name}-v{fs.version}-" in str(entry)
     assert not [p for p in cache.rglob("*") if p.name.startswith(".tmp-")]
@@ -43,13 +43,13 @@ def test_cache_is_keyed_by_content_and_feature_version(tmp_path, monkeypatch):
     monkeypatch.setattr(audio, "iter_windows", lambda *a, **k: decoded.append(1) or real(*a, **k))
     copy = tmp_path / "another name.wav"
     shutil.copy(clip, copy)
-    np.testing.assert_array_equal(extract_file(copy, cache_dir=cache).values, first.values)
+    np.testing.assert_array_equal(extract_file(copy, cache_dir=cache, config=CONFIG).values, first.values)
     assert decoded == []  # a renamed copy is a hit
     _write(copy, tone(3.5, seed=1), 22050)
-    extract_file(copy, cache_dir=cache)
+    extract_file(copy, cache_dir=cache, config=CONFIG)
     assert decoded == [1]  # changed content is a miss
     v2 = dataclasses.replace(fs, version=fs.version + 1)
-    extract_file(clip, feature_set=v2, cache_dir=cache)
+    extract_file(clip, feature_set=v2, cache_dir=cache, config=CONFIG)
     assert decoded == [1, 1]  # another feature set version is a miss
 
 
@@ -60,8 +60,8 @@ def test_cache_is_keyed_by_content_and_feature_version(tmp_path, monkeypatch):
 def test_a_corrupt_cache_entry_is_recomputed_never_trusted(tmp_path, damage):
     clip = _write(tmp_path / "clip.wav", tone(3.5), 22050)
     cache = tmp_path / "cache"
-    fresh = extract_file(clip)
-    extract_file(clip, cache_dir=cache)
+    fresh = extract_file(clip, config=CONFIG)
+    extract_file(clip, cache_dir=cache, config=CONFIG)
     entry = _entry(cache)
     data = entry.read_bytes()
     with np.load(entry) as npz:
@@ -90,7 +90,7 @@ def test_a_corrupt_cache_entry_is_recomputed_never_trusted(tmp_path, damage):
         _savez_entry(entry, key, **{k: v for k, v in good.items() if k != "silent"})
     elif damage == "strings":
         _savez_entry(entry, key, **{**good, "starts": np.asarray(["a"] * len(good["starts"]))})
-    got = extract_file(clip, cache_dir=cache)
+    got = extract_file(clip, cache_dir=cache, config=CONFIG)
     np.testing.assert_allclose(got.values, fresh.values)
     np.testing.assert_array_equal(got.silent, fresh.silent)
     with np.load(_entry(cache)) as npz:  # and the entry was written again, sound
@@ -101,7 +101,7 @@ def test_an_unusable_cache_only_costs_time(tmp_path, monkeypatch):
     clip = _write(tmp_path / "clip.wav", tone(3.5), 22050)
     blocker = tmp_path / "cache"
     blocker.write_text("a file where the cache folder should be")
-    assert extract_file(clip, cache_dir=blocker).values.shape == (1, get_feature_set().n_features)
+    assert extract_file(clip, cache_dir=blocker, config=CONFIG).values.shape == (1, get_feature_set().n_features)
 
     def interrupted(fh, **arrays):  # a kill in the middle of writing an entry
         fh.write(b"PK\x03\x04half")
@@ -110,14 +110,16 @@ def test_an_unusable_cache_only_costs_time(tmp_path, monkeypatch):
     cache = tmp_path / "real cache"
     monkeypatch.setattr(np, "savez", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        extract_file(clip, cache_dir=cache)
+        extract_file(clip, cache_dir=cache, config=CONFIG)
     assert [p for p in cache.rglob("*") if p.is_file()] == []  # no entry, no temporary file
 
 
 def test_a_pipe_is_refused_not_waited_on_even_with_a_cache(tmp_path):
     pipe = _fifo(tmp_path / "pipe.wav")
     code = ("import sys\nfrom genre_id.extraction import extract_file\nfrom genre_id.errors import AudioError\n"
-            "try:\n    extract_file(sys.argv[1], cache_dir=sys.argv[2])\nexcept AudioError as exc:\n    print(exc)\n")
+            "from genre_id.config import AnalysisConfig\n"
+            "CONFIG = AnalysisConfig.for_window(sample_rate=22050, window_seconds=30.0)\n"
+            "try:\n    extract_file(sys.argv[1], cache_dir=sys.argv[2], config=CONFIG)\nexcept AudioError as exc:\n    print(exc)\n")
     r = _run(["-c", code, str(pipe), str(tmp_path / "cache")], timeout=60)
     assert r.stdout == f"{pipe}: not a regular file\n", r.stderr
 
@@ -144,8 +146,10 @@ print(bad)
 _EXTRACT = """
 import sys
 from genre_id.extraction import extract_files, FileFailure
+from genre_id.config import AnalysisConfig
 
-results = extract_files(sys.argv[2:], cache_dir=sys.argv[1], workers=1, progress=False)
+CONFIG = AnalysisConfig.for_window(sample_rate=22050, window_seconds=30.0)
+results = extract_files(sys.argv[2:], cache_dir=sys.argv[1], config=CONFIG, workers=1, progress=False)
 print(sum(isinstance(r, FileFailure) for r in results))
 """
 
@@ -164,8 +168,8 @@ def test_concurrent_processes_sharing_a_cache_corrupt_nothing(tmp_path):
     assert [p.returncode for p in procs] == [0, 0] and [o.strip() for o in outs] == ["0", "0"]
     assert not [p for p in cache.rglob("*") if p.name.startswith(".tmp-")]
     for clip in clips:
-        cached = extract_file(clip, cache_dir=cache)
-        np.testing.assert_allclose(cached.values, extract_file(clip).values)
+        cached = extract_file(clip, cache_dir=cache, config=CONFIG)
+        np.testing.assert_allclose(cached.values, extract_file(clip, config=CONFIG).values)
 
 
 def test_a_cache_write_that_fails_leaves_no_empty_folders(tmp_path, monkeypatch):

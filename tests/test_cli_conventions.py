@@ -288,7 +288,10 @@ def test_recognizer_identifies_paths_bytes_file_objects_and_arrays(mini_dir, def
     from genre_id.audio import open_stream
 
     with open_stream(data) as stream:
-        got = extract_file(stream, cache_dir=tmp_path / "cache")
+        from genre_id.config import AnalysisConfig
+
+        got = extract_file(stream, cache_dir=tmp_path / "cache",
+                           config=AnalysisConfig.for_window(sample_rate=22050, window_seconds=30.0))
     assert got.values.shape[0] == 1 and not (tmp_path / "cache").exists()
 
 
@@ -565,7 +568,7 @@ def test_out_dash_is_standard_output_and_help_never_names_an_option_a_command_la
 
 
 def test_times_read_h_mm_ss_from_an_hour_on_in_text_and_on_plots():
-    from genre_id.cli.common import clock
+    from genre_id.formats import clock
 
     assert [clock(s) for s in (0, 59.6, 600, 3599, 3600, 7000)] == [
         "00:00", "01:00", "10:00", "59:59", "1:00:00", "1:56:40"]

@@ -24,6 +24,7 @@ import pytest
 distributed = pytest.importorskip("distributed", reason="Dask distributed is not installed "
                                                         "(pip install -e '.[cluster]')")
 
+from conftest import CONFIG  # noqa: E402
 from genre_id.cli import main  # noqa: E402
 from genre_id.parallel import FileFailure, map_files, use_executor  # noqa: E402
 
@@ -85,11 +86,10 @@ def test_identify_on_the_cluster_equals_the_local_run(cluster, clips, tmp_path, 
 
 
 def test_identify_probabilities_match_within_1e6(executor, clips):
-    from genre_id.recognizer import Recognizer
+    from genre_id.analysis import Analyzer
 
-    rec = Recognizer.load()
-    local = list(rec.identify_files(clips, workers=1))
-    remote = list(rec.identify_files(clips, executor=executor))
+    local = [(r.source, r.prediction) for r in Analyzer.load(workers=1).analyze_many(clips)]
+    remote = [(r.source, r.prediction) for r in Analyzer.load(executor=executor).analyze_many(clips)]
     assert [name for name, _ in remote] == [str(c) for c in clips]
     for (_, a), (_, b) in zip(local, remote):
         assert a.genre == b.genre and list(a.probabilities) == list(b.probabilities)
@@ -111,12 +111,12 @@ def test_training_extraction_equals_local_and_uses_the_worker_cache(executor, cl
     for clip in clips[:4]:
         (data_dir / clip.parent.name).mkdir(parents=True, exist_ok=True)
         (data_dir / clip.parent.name / clip.name).symlink_to(clip)
-    local = load_folder(data_dir, cache_dir=None, workers=1, progress=False)
+    local = load_folder(data_dir, config=CONFIG, cache_dir=None, workers=1, progress=False)
     worker_cache, client_cache = tmp_path / "worker-cache", tmp_path / "client-cache"
     executor.client.run(_set_env, "GENRE_ID_CACHE_DIR", str(worker_cache))
     try:
         with use_executor(executor):
-            remote = load_folder(data_dir, cache_dir=client_cache, progress=False)
+            remote = load_folder(data_dir, config=CONFIG, cache_dir=client_cache, progress=False)
     finally:
         executor.client.run(_set_env, "GENRE_ID_CACHE_DIR", None)
     assert not remote.failures and list(remote.groups) == list(local.groups)

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import ROOT, tone
+from conftest import CONFIG, ROOT, tone
 from genre_id.features import get_feature_set
 from test_audio import _truncated, _write
 
@@ -57,7 +57,7 @@ def test_training_folder_with_broken_files_skips_and_lists_them(tmp_path, monkey
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
     monkeypatch.setenv("GENRE_ID_TEST_CRASH", "crash-me")
 
-    data = load_folder(root, workers=2, progress=False)
+    data = load_folder(root, config=CONFIG, workers=2, progress=False)
 
     assert sorted(set(data.groups.tolist())) == ["high/high.00000", "high/high.00001", "low/low.00000", "low/low.00001"]
     assert data.x.shape == (4, get_feature_set().n_features) and np.isfinite(data.x).all()
@@ -148,8 +148,8 @@ def test_several_sets_become_one_dataset_with_their_origin_and_no_colliding_trac
                                                   ("pop/y.wav", "pop", "disco", "", "")])
     second = _labelled_folder(tmp_path / "second", [("rock/x.wav", "rock", "", "band", ""),
                                                     ("pop/z.wav", "pop", "", "", "")])
-    data = load_sets([first, second / "labels.csv"], feature_set="levelfree", cache_dir=None, workers=1,
-                     progress=False)
+    data = load_sets([first, second / "labels.csv"], feature_set="levelfree", config=CONFIG, cache_dir=None,
+                     workers=1, progress=False)
     assert data.groups.tolist() == ["first/rock/x", "first/pop/y", "second/rock/x", "second/pop/z"]
     assert data.origin.tolist() == ["first", "first", "second", "second"]
     # the labels file's group is shared across sets; a track without one is its own unit, named by its set

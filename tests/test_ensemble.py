@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from conftest import CONFIG
 from genre_id import Recognizer
 from genre_id.dataset import Dataset, read_table
 from genre_id.errors import DatasetError, ModelError
@@ -25,7 +26,7 @@ def _toy(feature_set: str, *, seed: int, labels=LABELS, n: int = 30) -> Dataset:
     centers = rng.normal(0, 3, size=(len(labels), fs.n_features))
     x = np.vstack([c + rng.normal(0, 1, size=(n, fs.n_features)) for c in centers])
     y = np.repeat(labels, n)
-    return Dataset(x, y, np.asarray([f"{g}/t{i}" for i, g in enumerate(y)]), fs, source="toy")
+    return Dataset(x, y, np.asarray([f"{g}/t{i}" for i, g in enumerate(y)]), fs, source="toy", config=CONFIG)
 
 
 @pytest.fixture(scope="module")
@@ -176,3 +177,17 @@ def test_an_ensemble_that_cannot_load_is_named_as_the_user_named_it(members, tmp
         save_ensemble([lf, odd], tmp_path / "both", fusion="geometric-mean")
     assert str(err.value).startswith(f"{tmp_path / 'both'}/musicnn-msd: its labels differ") and ".tmp-" not in str(err.value)
     assert not (tmp_path / "both").exists() and not list(tmp_path.glob(".both*"))
+
+
+def test_identify_fuses_with_the_ensembles_fitted_weights_and_temperature(default_recognizer, mini_dir):
+    """What identify answers is the ensemble's own fusion (the one the evaluation measured), not a plain mean."""
+    ensemble = default_recognizer.bundle
+    assert isinstance(ensemble, Ensemble) and ensemble.fusion_weights is not None and ensemble.temperature != 1.0
+    clip = mini_dir / "country" / sorted(p.name for p in (mini_dir / "country").glob("*.flac"))[0]
+    windows = default_recognizer.features(str(clip))
+    pred = default_recognizer.classify(windows)
+    want = ensemble.predict_proba(windows.values[~windows.silent]).mean(axis=0)
+    got = np.asarray([pred.probabilities[g] for g in ensemble.labels])
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    plain = fuse(ensemble.member_proba(windows.values[~windows.silent]), rule=ensemble.fusion).mean(axis=0)
+    assert np.abs(plain - want).max() > 1e-3  # the weights and temperature change the answer's probabilities

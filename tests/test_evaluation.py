@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import CONFIG, ROOT
 from genre_id.dataset import Dataset, read_split_list, track_id
 from genre_id.evaluation import (
     evaluate_folds,
@@ -68,7 +68,7 @@ def test_folds_give_no_credit_for_memorising_tracks():
     # Windows of a track share a track-specific offset: a leak across folds would be rewarded.
     offsets = np.repeat(rng.normal(0, 3, size=(n_tracks, 51)), per, axis=0)
     x = offsets + (y == "a")[:, None] * 0.5
-    data = Dataset(x, y, groups, get_feature_set(), source="toy")
+    data = Dataset(x, y, groups, get_feature_set(), source="toy", config=CONFIG)
     r = evaluate_folds(data, folds=5, config=FAST, seeds=(0,), importance=False)
     assert len(r.y_true) == n_tracks * per
     assert r.accuracy < 0.8, "windows of one track never sit on both sides"
@@ -111,7 +111,7 @@ def _pool(feature_set: str, *, seed: int) -> Dataset:
         rows.append(centers[i % 3] + rng.normal(0, 1, size=fs.n_features))
         y.append(labels[i % 3]); groups.append(f"background/{i}"); units.append(f"background/{i}")
         origin.append("background")
-    return Dataset(np.asarray(rows), np.asarray(y), np.asarray(groups), fs, "toy", units=np.asarray(units),
+    return Dataset(np.asarray(rows), np.asarray(y), np.asarray(groups), fs, "toy", CONFIG, units=np.asarray(units),
                    origin=np.asarray(origin))
 
 

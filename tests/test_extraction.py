@@ -8,6 +8,7 @@ import soundfile as sf
 
 from genre_id import extraction
 from genre_id.audio import open_stream
+from genre_id.config import AnalysisConfig
 from genre_id.errors import GenreIdError, SilentAudioError
 from genre_id.extraction import (
     MIN_ACTIVE_SECONDS,
@@ -19,6 +20,8 @@ from genre_id.extraction import (
 )
 
 SR = 22050
+CONFIG = AnalysisConfig.for_window(sample_rate=SR, window_seconds=30.0)
+FIVE = AnalysisConfig.for_window(sample_rate=SR, window_seconds=5.0)
 
 
 def _real(mini_dir, name: str) -> np.ndarray:
@@ -60,9 +63,9 @@ def test_a_window_needs_two_seconds_of_active_audio(mini_dir):
     y = np.zeros(30 * SR, dtype=np.float32)
     short = int((MIN_ACTIVE_SECONDS - 0.5) * SR)
     y[:short] = music[:short]
-    assert extract_samples(y, sample_rate=SR).silent.tolist() == [True]
+    assert extract_samples(y, sample_rate=SR, config=CONFIG).silent.tolist() == [True]
     y[: int((MIN_ACTIVE_SECONDS + 0.5) * SR)] = music[: int((MIN_ACTIVE_SECONDS + 0.5) * SR)]
-    assert extract_samples(y, sample_rate=SR).silent.tolist() == [False]
+    assert extract_samples(y, sample_rate=SR, config=CONFIG).silent.tolist() == [False]
 
 
 @pytest.mark.parametrize("kind", ["dc", "noise", "impulse", "alternating"])
@@ -88,13 +91,13 @@ def test_a_long_file_spread_over_processes_gives_the_same_windows(mini_dir, tmp_
     long = tmp_path / "long.flac"
     sf.write(long, y, SR)
     assert len(y) / SR >= PARALLEL_MIN_WINDOWS * 5
-    here = extract_file(long, feature_set="levelfree+musicnn-msd", window_seconds=5.0, workers=1)
-    spread = extract_file(long, feature_set="levelfree+musicnn-msd", window_seconds=5.0, workers=2)
+    here = extract_file(long, feature_set="levelfree+musicnn-msd", config=FIVE, workers=1)
+    spread = extract_file(long, feature_set="levelfree+musicnn-msd", config=FIVE, workers=2)
     assert here.silent.tolist() == spread.silent.tolist() == [False] * 6 + [True] * 2 + [False] * 2
     assert np.array_equal(here.starts, spread.starts) and np.array_equal(here.ends, spread.ends)
     np.testing.assert_allclose(spread.values, here.values, rtol=1e-5, atol=1e-6)
     with open_stream(long.read_bytes(), name="<bytes>") as stream:  # encoded audio in memory, as stdin is
-        streamed = extract_file(stream, feature_set="levelfree+musicnn-msd", window_seconds=5.0, workers=2)
+        streamed = extract_file(stream, feature_set="levelfree+musicnn-msd", config=FIVE, workers=2)
     np.testing.assert_allclose(streamed.values, here.values, rtol=1e-5, atol=1e-6)
 
     def no_processes(*args, **kwargs):
@@ -103,4 +106,4 @@ def test_a_long_file_spread_over_processes_gives_the_same_windows(mini_dir, tmp_
     monkeypatch.setattr(extraction, "map_ahead", no_processes)
     short = tmp_path / "short.flac"
     sf.write(short, y[: int((PARALLEL_MIN_WINDOWS - 1) * 5 * SR)], SR)
-    assert len(extract_file(short, feature_set="levelfree", window_seconds=5.0, workers=2).starts) == 7
+    assert len(extract_file(short, feature_set="levelfree", config=FIVE, workers=2).starts) == 7

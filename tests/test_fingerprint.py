@@ -37,7 +37,9 @@ from genre_id.fingerprint import (
 )
 from conftest import SHARED_DATA
 from genre_id.perturb import add_noise, mp3_round_trip
-from genre_id.cli.index import add_parser as add_index_parser, format_match, match_for_identify
+from genre_id.analysis import Analyzer
+from genre_id.cli.index import add_parser as add_index_parser
+from genre_id.formats import format_match
 from genre_id.fingerprint.landmarks import find_peaks, pair_peaks
 from genre_id.fingerprint.matching import decide, join_hits, rank_candidates
 from genre_id.fingerprint.metadata import find_audio_files, title_and_artist, title_and_artist_from_name
@@ -470,19 +472,26 @@ def test_identify_match_and_format(tmp_path: Path, index: FingerprintIndex, song
     query = tmp_path / "query.wav"
     sf.write(query, songs[4][SR * 6 : SR * 12], SR)
     db = str(_db_path(index))
-    m = match_for_identify(str(query), db)
-    assert m is not None and m["title"] == "fourth"
+    with Analyzer.load(db=db) as analyzer:
+        report = analyzer.analyze(query)
+    assert report.ok and report.searched and report.prediction is not None
+    m = report.match.to_dict()
+    assert m["title"] == "fourth" and report.to_dict()["match"] == m
     assert isinstance(m["offset"], float) and abs(m["offset"] - 6.0) <= 0.1
     line = format_match(m)
     assert line.startswith('match: "fourth" by unknown artist (') and "at 6.0 s" in line
     sf.write(query, songs[5][SR * 6 : SR * 12], SR)
-    assert match_for_identify(str(query), db) is None
+    with Analyzer.load(db=db) as analyzer:
+        report = analyzer.analyze(query)
+    assert report.ok and report.match is None and report.to_dict()["match"] is None
     assert format_match(None) == "match: no match"
     medley = format_match({**m, "offset": -150.0})  # the recording starts 150 s into the clip
     assert "starting 150.0 s into the clip" in medley and "-150" not in medley
     query.write_bytes(b"junk")
-    with pytest.raises(GenreIdError, match="query.wav"):
-        match_for_identify(str(query), db)
+    with Analyzer.load(db=db) as analyzer:
+        report = analyzer.analyze(query)
+    assert not report.ok and report.error.startswith(f"{query}: ") and report.to_dict() == {
+        "file": str(query), "error": report.error}
 
 
 def test_identify_opens_the_db_once_and_reports_each_bad_file(
@@ -500,21 +509,23 @@ def test_identify_opens_the_db_once_and_reports_each_bad_file(
     opened, closed = [], []
     open_db = FingerprintIndex.__dict__["open"].__func__
     close_db = FingerprintIndex.close
-    match_file = FingerprintIndex.match_file
+    match_landmarks = FingerprintIndex.match_landmarks
+    calls = []
 
     def counting_open(cls, *args, **kwargs):
         ix = open_db(cls, *args, **kwargs)
         opened.append(ix)
         return ix
 
-    def fingerprinting_fails_for_nofp(self, path):
-        if "nofp" in str(path):
-            raise AudioError(f"{path}: planted fingerprint failure")
-        return match_file(self, path)
+    def the_second_lookup_fails(self, landmarks):  # nofp's: the database fails while reading
+        calls.append(len(landmarks))
+        if len(calls) == 2:
+            raise FingerprintDBError("fp.sqlite: planted read failure")
+        return match_landmarks(self, landmarks)
 
     monkeypatch.setattr(FingerprintIndex, "open", classmethod(counting_open))
     monkeypatch.setattr(FingerprintIndex, "close", lambda self: (closed.append(self), close_db(self)))
-    monkeypatch.setattr(FingerprintIndex, "match_file", fingerprinting_fails_for_nofp)
+    monkeypatch.setattr(FingerprintIndex, "match_landmarks", the_second_lookup_fails)
     argv = ["identify", "--workers", "1", "--db", str(_db_path(index)),
             str(queries["q4"]), str(broken), str(queries["nofp"]), str(queries["q1"])]
 
@@ -527,7 +538,7 @@ def test_identify_opens_the_db_once_and_reports_each_bad_file(
     errors = err.strip().splitlines()
     assert len(errors) == 2 and "Traceback" not in err, err
     assert errors[0].startswith(f"error: {broken}: ")
-    assert errors[1] == f"error: {queries['nofp']}: planted fingerprint failure"
+    assert errors[1] == f"error: {queries['nofp']}: fp.sqlite: planted read failure"
 
 
 def test_file_sha256_is_the_cache_digest_with_one_line_errors(tmp_path: Path) -> None:

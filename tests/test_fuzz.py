@@ -90,7 +90,7 @@ def _decode_everything(path: Path) -> None:
     except GenreIdError as exc:
         _check_message(exc, path)
     try:
-        y = audio.load(path, sample_rate=8000)
+        y, _ = audio.load(path, sample_rate=8000)
         assert y.dtype == np.float32 and y.ndim == 1 and np.isfinite(y).all()
     except GenreIdError as exc:
         _check_message(exc, path)

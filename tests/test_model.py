@@ -25,7 +25,7 @@ def _toy_dataset(n_per_class: int = 40, seed: int = 0) -> Dataset:
     groups = np.asarray([f"{g}/t{i}" for i, g in enumerate(y)])
     from genre_id.features import get_feature_set
 
-    return Dataset(x, y, groups, get_feature_set("gtzan57"), source="toy")
+    return Dataset(x, y, groups, get_feature_set("gtzan57"), source="toy", config=CONFIG)
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,7 @@ import subprocess  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from conftest import ROOT, tone  # noqa: E402
+from conftest import CONFIG, ROOT, tone  # noqa: E402
 from genre_id import Recognizer  # noqa: E402
 from genre_id.errors import FeatureVersionError  # noqa: E402
 from test_audio import PY, _write  # noqa: E402

@@ -30,7 +30,7 @@ def network() -> musicnn.Musicnn:
 @pytest.fixture(scope="module")
 def clips(mini_dir: Path) -> dict[str, np.ndarray]:
     """Two real GTZAN clips at 16 kHz (the fixture was computed from exactly these samples)."""
-    return {name: load(mini_dir / name, sample_rate=musicnn.SAMPLE_RATE) for name in (CLASSICAL, METAL)}
+    return {name: load(mini_dir / name, sample_rate=musicnn.SAMPLE_RATE)[0] for name in (CLASSICAL, METAL)}
 
 
 def _patches(y: np.ndarray) -> np.ndarray:
@@ -85,7 +85,7 @@ def test_log_mel_matches_librosa(clips):
 
 
 def test_resamples_other_rates(network, mini_dir):
-    y22 = load(mini_dir / METAL, sample_rate=22050)
+    y22 = load(mini_dir / METAL, sample_rate=22050)[0]
     out = musicnn.analyze(y22, sr=22050, network=network)
     ref = np.load(FIXTURE, allow_pickle=False)
     # soxr from 22050 Hz directly vs via the file's rate: the same music, nearly the same numbers
@@ -96,7 +96,7 @@ def test_tags_are_plausible(network, mini_dir):
     for genre, expect in (("classical", {"instrumental"}), ("metal", ROCK_TAGS)):
         means = []
         for path in sorted((mini_dir / genre).glob("*.flac"))[:3]:
-            out = musicnn.analyze(load(path, sample_rate=22050), sr=22050, network=network)
+            out = musicnn.analyze(load(path, sample_rate=22050)[0], sr=22050, network=network)
             mean = out.tags.mean(axis=0)
             top3 = {out.tag_names[j] for j in np.argsort(-mean)[:3]}
             assert top3 & expect, f"{path.name}: top tags {top3}"

@@ -217,9 +217,9 @@ def test_a_script_without_a_main_guard_gets_its_answers_in_one_process_and_is_to
     """`spawn` imports the main script in every worker: without the guard each would rerun it and die."""
     script = tmp_path / "no_guard.py"
     clips = sorted(str(p) for p in mini_dir.glob("*/*.flac"))[:3]
-    script.write_text("from genre_id import Recognizer\n"
-                      f"for name, p in Recognizer.load().identify_files({clips!r}, workers=2):\n"
-                      "    print(type(p).__name__, getattr(p, 'genre', p))\n")
+    script.write_text("from genre_id import Analyzer\n"
+                      f"for r in Analyzer.load(workers=2).analyze_many({clips!r}):\n"
+                      "    print(type(r.prediction).__name__, r.prediction.genre if r.ok else r.error)\n")
     res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert res.returncode == 0, res.stderr

@@ -35,7 +35,7 @@ RTOL = 1e-4
 def _both_engines(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # librosa warns on empty tuning sets and short input: not the point here
-        return (measure(y, columns=COLUMNS, engine="numpy"), measure(y, columns=COLUMNS, engine="librosa"))
+        return (measure(y, sr=22050, columns=COLUMNS, engine="numpy"), measure(y, sr=22050, columns=COLUMNS, engine="librosa"))
 
 
 def _measure_file(path: str) -> tuple[np.ndarray, np.ndarray]:
@@ -139,21 +139,21 @@ def test_both_engines_refuse_what_they_cannot_measure_with_the_same_words(sample
     from librosa.util.exceptions import ParameterError
 
     with pytest.raises(ValueError, match=words) as numpy_error:
-        measure(samples, columns=COLUMNS, engine="numpy")
+        measure(samples, sr=22050, columns=COLUMNS, engine="numpy")
     with pytest.raises(ParameterError) as librosa_error:
-        measure(samples, columns=COLUMNS, engine="librosa")
+        measure(samples, sr=22050, columns=COLUMNS, engine="librosa")
     assert str(numpy_error.value) == str(librosa_error.value)
 
 
 def test_engine_choice_depends_on_the_columns_only():
     y = tone(4.0)
     with pytest.raises(ValueError, match="HPSS"):
-        measure(y, columns=["harmony_var"], engine="numpy")
+        measure(y, sr=22050, columns=["harmony_var"], engine="numpy")
     with pytest.raises(ValueError, match="engine"):
-        measure(y, columns=COLUMNS, engine="torch")
-    np.testing.assert_array_equal(measure(y, columns=COLUMNS), measure(y, columns=COLUMNS, engine="numpy"))
+        measure(y, sr=22050, columns=COLUMNS, engine="torch")
+    np.testing.assert_array_equal(measure(y, sr=22050, columns=COLUMNS), measure(y, sr=22050, columns=COLUMNS, engine="numpy"))
     np.testing.assert_array_equal(FEATURE_SETS["levelfree"].extract(y).values,
-                                  FEATURE_SETS["levelfree"].from_table(measure(y, columns=COLUMNS, engine="numpy"))[0])
+                                  FEATURE_SETS["levelfree"].from_table(measure(y, sr=22050, columns=COLUMNS, engine="numpy"))[0])
 
 
 def test_memoised_filter_banks_are_read_only():

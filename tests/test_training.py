@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import CONFIG
 from genre_id.errors import DatasetError
 from genre_id.training import default_config, track_split
 
@@ -91,7 +92,7 @@ def test_balanced_row_weights_give_every_label_the_same_total_and_a_track_one_sh
     groups = np.asarray(["a/1"] * 4 + ["a/2", "a/3", "b/1"])
     y = np.asarray([g.split("/")[0] for g in groups])
     weights = np.asarray([1.0] * 4 + [2.0, 1.0, 1.0])
-    data = Dataset(np.zeros((7, 51)), y, groups, get_feature_set("levelfree"), "toy", weights=weights)
+    data = Dataset(np.zeros((7, 51)), y, groups, get_feature_set("levelfree"), "toy", CONFIG, weights=weights)
     w = row_weights(data, ["a", "b"], class_weight="balanced")
     assert w.mean() == pytest.approx(1.0)
     assert w[y == "a"].sum() == pytest.approx(w[y == "b"].sum())  # 3 tracks weigh what 1 does

@@ -18,7 +18,7 @@ from ..textsafe import one_line
 
 __all__ = ["EXIT_OK", "EXIT_INTERNAL", "EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "OutputError", "Parser",
            "command_line", "common_options", "expand_inputs", "fail", "int_at_least", "missing_extra",
-           "output_file", "output_path", "same_output", "clock", "positive_int", "progress", "write_output", "add_scheduler_argument", "SCHEDULER_VARIABLE",
+           "output_file", "output_path", "same_output", "positive_int", "progress", "write_output", "add_scheduler_argument", "SCHEDULER_VARIABLE",
            "executor_for"]
 
 #: Exit codes of every command.
@@ -163,13 +163,6 @@ ENVIRONMENT_ERRNOS = frozenset(
                                       "ETXTBSY", "EBUSY", "EXDEV")
     if hasattr(errno, name)
 )
-
-
-def clock(seconds: float) -> str:
-    """``mm:ss``, or ``h:mm:ss`` from an hour on: how times are shown in text and on plots."""
-    m, s = divmod(int(round(seconds)), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
 def describe_os_error(exc: OSError) -> str:

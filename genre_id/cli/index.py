@@ -1,4 +1,4 @@
-"""``genre-id index add|list|remove``, and the ``match`` part of ``identify --db``.
+"""``genre-id index add|list|remove``.
 
 Exit codes of ``index`` commands, as for the rest of the CLI: 0 when
 everything asked for was done; 2 when some input could not be used (a file
@@ -19,7 +19,7 @@ from typing import Any
 from ..errors import AudioError, GenreIdError
 from ..fingerprint.index import FileResult, FingerprintIndex
 from ..fingerprint.store import Recording
-from ..textsafe import json_line, one_line, text_table
+from ..textsafe import json_line, one_line
 from .common import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, add_scheduler_argument, progress
 from .common import fail as _error
 
@@ -30,8 +30,6 @@ __all__ = [
     "cmd_index_add",
     "cmd_index_list",
     "cmd_index_remove",
-    "format_match",
-    "match_for_identify",
 ]
 
 #: Help text of ``--db``.
@@ -85,7 +83,10 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser] | None = 
 
     lst = commands.add_parser("list", parents=parents, help="list the recordings in the database")
     add_db_argument(lst)
-    lst.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    lst.add_argument("--format", choices=("text", "json", "csv"), default="text",
+                     help="text: an aligned table (default); json: a JSON array; csv: a header, then one row each")
+    lst.add_argument("--json", dest="format", action="store_const", const="json", default=argparse.SUPPRESS,
+                     help="the same as --format json")
     lst.set_defaults(func=cmd_index_list)
 
     rm = commands.add_parser("remove", parents=parents, help="remove recordings by id or by the path they were added from")
@@ -147,9 +148,12 @@ def _artist_text(artist: str | None) -> str:
     return artist if artist else "unknown artist"
 
 
-def _format_table(recordings: list[Recording]) -> str:
-    rows = [(r.id, r.title, _artist_text(r.artist), f"{r.duration:.1f}", r.path) for r in recordings]
-    return text_table(("id", "title", "artist", "seconds", "file"), rows, right={0, 3})
+def _format_table(recordings: list[Recording], fmt: str = "text") -> str:
+    from ..formats import table
+
+    rows = [(r.id, r.title, _artist_text(r.artist) if fmt == "text" else r.artist or "", f"{r.duration:.1f}",
+             one_line(r.path)) for r in recordings]
+    return table(("id", "title", "artist", "seconds", "file"), rows, fmt=fmt, right={0, 3})
 
 
 def cmd_index_list(args: argparse.Namespace) -> int:
@@ -160,10 +164,10 @@ def cmd_index_list(args: argparse.Namespace) -> int:
     except GenreIdError as exc:
         _error(str(exc))
         return EXIT_BAD_INPUT
-    if args.json:
+    if args.format == "json":
         print(json_line([r.to_dict() for r in recordings], indent=2))
-    elif recordings:
-        print(_format_table(recordings))
+    elif recordings or args.format == "csv":
+        print(_format_table(recordings, args.format))
     else:
         print(f"{one_line(args.db)}: no recordings")
     return EXIT_OK
@@ -189,41 +193,3 @@ def cmd_index_remove(args: argparse.Namespace) -> int:
     return EXIT_BAD_INPUT if failed else EXIT_OK
 
 
-def match_for_identify(path: str, db: FingerprintIndex | str | os.PathLike[str]) -> dict[str, object] | None:
-    """The ``match`` value of ``identify --json``: the recording ``path`` is, or ``None``.
-
-    ``db`` is an open :class:`FingerprintIndex` (``identify`` opens it once
-    for all its files, and it stays open) or the path of a database, opened
-    and closed for this one query.  The dict has ``title``, ``artist``
-    (``None`` if unknown), ``file``, ``offset`` (seconds into the recording
-    where ``path`` starts), ``score`` (aligned hashes), ``second_score``,
-    ``query_hashes`` and ``recording_id``.  Raises
-    :class:`~genre_id.errors.GenreIdError` (one line naming the file, or the
-    database, and the problem) when the database is missing or unusable or
-    ``path`` cannot be decoded; the caller prints it.
-    """
-    if isinstance(db, FingerprintIndex):
-        match = db.match_file(path)
-    else:
-        with FingerprintIndex.open(db, create=False) as index:
-            match = index.match_file(path)
-    return None if match is None else match.to_dict()
-
-
-def format_match(match: dict[str, object] | None) -> str:
-    """One human-readable line for a :func:`match_for_identify` result.
-
-    ``match: "Title" by Artist (file, at 12.3 s, score 87)`` or ``match: no match``.
-    The offset is where the clip starts in the indexed recording; a negative
-    one (the recording starts that far into the clip: a medley, a mix, a
-    clip with a long intro of its own) is said in words.
-    """
-    if match is None:
-        return "match: no match"
-    artist = match.get("artist")
-    offset = float(match.get("offset", 0.0))  # type: ignore[arg-type]
-    where = f"at {offset:.1f} s" if offset >= 0 else f"starting {-offset:.1f} s into the clip"
-    return (
-        f'match: "{one_line(match.get("title"))}" by {one_line(_artist_text(artist if isinstance(artist, str) else None))} '
-        f"({one_line(match.get('file'))}, {where}, score {match.get('score')})"
-    )

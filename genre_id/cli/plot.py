@@ -7,7 +7,8 @@ import os
 import numpy as np
 
 from ..textsafe import one_line
-from .common import clock, output_file
+from ..formats import clock
+from .common import output_file
 
 __all__ = ["plot_timeline"]
 

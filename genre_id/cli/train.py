@@ -137,11 +137,20 @@ def _group_by(args: argparse.Namespace) -> list[str]:
     return [c.strip() for c in args.group_by.split(",") if c.strip()]
 
 
+def _analysis(args: argparse.Namespace, feature_set: str):
+    """How audio is cut for ``feature_set`` (``--window-seconds`` windows at the set's rate)."""
+    from ..config import AnalysisConfig
+    from ..features import get_feature_set
+
+    return AnalysisConfig.for_window(sample_rate=get_feature_set(feature_set).sample_rate,
+                                     window_seconds=args.window_seconds)
+
+
 def _load_sets(args: argparse.Namespace, specs: list[str], feature_set: str):
     """The features of the labelled sets ``specs`` (several sets become one dataset)."""
     from ..dataset import load_sets
 
-    return load_sets(specs, feature_set=feature_set, group_by=_group_by(args), window_seconds=args.window_seconds,
+    return load_sets(specs, feature_set=feature_set, group_by=_group_by(args), config=_analysis(args, feature_set),
                      cache_dir=_cache_dir(args), workers=args.workers, progress=not args.quiet)
 
 
@@ -218,7 +227,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     data = _load_data(args)
     name = args.name or Path(args.out).name
     bundle = fit(data, config=_config(args), deltas=_deltas(args), name=name, version=args.model_version,
-                 window_seconds=args.window_seconds, command=command_line(args.argv))
+                 command=command_line(args.argv))
     with saving(args.out):
         save_bundle(bundle, target)
     _print_trained(bundle, name)
@@ -292,20 +301,20 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
 def _score_model(args: argparse.Namespace) -> int:
     """``evaluate --on DIR``: how an existing model does on labelled clips."""
     from ..dataset import read_labels
+    from ..analysis import Analyzer
     from ..evaluation import score_predictions
-    from ..parallel import FileFailure
-    from ..recognizer import Recognizer
     from ..report import summary_text, write_report
 
-    rec = Recognizer.load(args.model)
+    analyzer = Analyzer.load(args.model, workers=args.workers)
+    rec = analyzer.recognizer
     clips = read_labels(args.on, args.labels)
     rows, kept, failed = [], [], 0
-    for clip, (_, pred) in zip(clips, rec.identify_files([c.path for c in clips], workers=args.workers)):
-        if isinstance(pred, FileFailure):
-            fail(pred.message)
+    for clip, report in zip(clips, analyzer.analyze_many([c.path for c in clips])):
+        if not report.ok:
+            fail(report.error)
             failed += 1
             continue
-        rows.append([pred.probabilities[g] for g in rec.labels])
+        rows.append([report.prediction.probabilities[g] for g in rec.labels])
         kept.append(clip)
     if not kept:
         raise GenreIdError(f"{args.on}: no clip could be identified")
@@ -345,7 +354,7 @@ def _cross_validate(args: argparse.Namespace) -> int:
                                     "augment_from": args.augment_from if fs in augmented else None})
         table = _table_reads(args, fs)  # the table is this view's background data, instead of --also-train
         sets = load_sets(list(args.data) + ([] if table else list(args.also_train)), feature_set=fs,
-                         group_by=_group_by(args), window_seconds=args.window_seconds, cache_dir=_cache_dir(args),
+                         group_by=_group_by(args), config=_analysis(args, fs), cache_dir=_cache_dir(args),
                          workers=args.workers, progress=not args.quiet, prefix=True)
         data = concat([read_table(args.table, feature_set=fs), sets]) if table else sets
         _report_failures(args, data)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -41,6 +41,7 @@ __all__ = [
     "FingerprintIndex",
     "Match",
     "RecordingNotFoundError",
+    "LandmarkBuilder",
     "fingerprint_file",
 ]
 
@@ -124,43 +125,81 @@ class AddReport:
             self.failed.append((result.path, result.message))
 
 
+class LandmarkBuilder:
+    """Landmarks of audio fed in time order, block by block, so memory does not grow with length.
+
+    :meth:`add` takes ``(start_seconds, samples)`` pieces at ``sample_rate``
+    Hz, such as the analysis windows of :func:`genre_id.audio.iter_windows`
+    (a piece may overlap what was fed before: only its new part counts).
+    The audio is fingerprinted in blocks of :data:`BLOCK_SECONDS` and the
+    anchor times shifted to the recording's time line; only pairs that
+    straddle a block boundary are lost.  :meth:`result` gives the landmarks.
+    """
+
+    def __init__(self, *, sample_rate: int, params: FingerprintParams = DEFAULT_PARAMS) -> None:
+        self.sample_rate, self.params = int(sample_rate), params
+        self._block = max(1, int(round(BLOCK_SECONDS * self.sample_rate)))
+        self._pending: list[np.ndarray] = []
+        self._pending_size = 0
+        self._start = 0  # first sample of the pending audio
+        self._fed = 0  # samples fed so far
+        self._hashes: list[np.ndarray] = []
+        self._times: list[np.ndarray] = []
+        self._peaks = 0
+
+    def add(self, start_seconds: float, samples: np.ndarray) -> None:
+        """Feed mono ``samples`` that start ``start_seconds`` into the audio."""
+        new = samples[max(0, self._fed - int(round(start_seconds * self.sample_rate))):]
+        if not new.size:
+            return
+        self._pending.append(new)
+        self._pending_size += new.size
+        self._fed += new.size
+        while self._pending_size >= self._block + self._block // 2:  # a short tail joins the block before it
+            self._flush(self._block)
+
+    def tap(self, windows: Iterable[tuple[float, np.ndarray]]) -> Iterator[tuple[float, np.ndarray]]:
+        """Yield ``windows`` unchanged, feeding each to :meth:`add` on the way."""
+        for start, samples in windows:
+            self.add(start, samples)
+            yield start, samples
+
+    def _flush(self, n: int) -> None:
+        audio = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
+        block, rest = audio[:n], audio[n:]
+        self._pending, self._pending_size = ([rest] if rest.size else []), rest.size
+        lm = fingerprint(block, sample_rate=self.sample_rate, params=self.params)
+        self._hashes.append(lm.hashes)
+        self._times.append(lm.times + int(round(self._start / self.sample_rate / self.params.frame_seconds)))
+        self._peaks += lm.n_peaks
+        self._start += block.size
+
+    def result(self) -> Landmarks:
+        """The landmarks of everything fed."""
+        if self._pending_size:
+            self._flush(self._pending_size)
+        empty = np.zeros(0, dtype=np.int64)
+        return Landmarks(hashes=np.concatenate(self._hashes) if self._hashes else empty,
+                         times=np.concatenate(self._times) if self._times else empty,
+                         n_peaks=self._peaks, duration=self._fed / self.sample_rate)
+
+
 def fingerprint_file(
     path: PathLike,
     *,
     params: FingerprintParams = DEFAULT_PARAMS,
     min_seconds: float = MIN_SECONDS,
 ) -> Landmarks:
-    """Landmarks of a whole file, decoded block by block.
+    """Landmarks of a whole file, decoded block by block (:class:`LandmarkBuilder`).
 
-    Blocks of :data:`BLOCK_SECONDS` are fingerprinted separately and their
-    anchor times shifted to the file's time line; only pairs that straddle a
-    block boundary are lost.  Raises :class:`AudioError` (file and problem)
-    when the file cannot be decoded or is shorter than ``min_seconds``.
+    Raises :class:`AudioError` (file and problem) when the file cannot be
+    decoded or is shorter than ``min_seconds``.
     """
-    hashes: list[np.ndarray] = []
-    times: list[np.ndarray] = []
-    covered = 0  # frames of the file's time line already fingerprinted
-    n_peaks = 0
-    n_samples = 0
-    for start, block in iter_windows(
-        path, sample_rate=params.sample_rate, window_seconds=BLOCK_SECONDS, min_seconds=min_seconds
-    ):
-        lm = fingerprint(block, sample_rate=params.sample_rate, params=params)
-        shift = int(round(start / params.frame_seconds))
-        t = lm.times + shift
-        keep = t >= covered  # the last block may overlap the one before
-        hashes.append(lm.hashes[keep])
-        times.append(t[keep])
-        n_peaks += lm.n_peaks
-        covered = shift + int(block.size // params.hop)
-        n_samples = int(round(start * params.sample_rate)) + block.size
-    # iter_windows yields at least one block or raises (AudioTooShortError for a file without samples).
-    return Landmarks(
-        hashes=np.concatenate(hashes),
-        times=np.concatenate(times),
-        n_peaks=n_peaks,
-        duration=n_samples / params.sample_rate,
-    )
+    builder = LandmarkBuilder(sample_rate=params.sample_rate, params=params)
+    for _ in builder.tap(iter_windows(path, sample_rate=params.sample_rate, window_seconds=BLOCK_SECONDS,
+                                      min_seconds=min_seconds)):
+        pass
+    return builder.result()
 
 
 def _fingerprint_new(path: Path, *, params: FingerprintParams) -> tuple[NewRecording, Landmarks]:

@@ -168,7 +168,7 @@ def run_benchmark(
     if not files:
         raise FileNotFoundError(f"{data_dir}: no audio files")
     sr = int(sf.info(str(files[0])).samplerate)
-    audio = [load(f, sample_rate=sr) for f in files]
+    audio = [load(f, sample_rate=sr)[0] for f in files]
     seconds = sum(y.size for y in audio) / sr
     log(f"{len(files)} clips in {len(groups)} genres, {seconds / 60:.1f} min of audio at {sr} Hz; seed {seed}")
     rows: list[BenchRow] = []
@@ -269,7 +269,7 @@ def run_tuning(data_dir: PathLike, *, seed: int = 1, log: Callable[[str], None] 
     groups = clips_by_genre(data_dir)
     files = [f for paths in groups.values() for f in paths]
     sr = int(sf.info(str(files[0])).samplerate)
-    audio = [load(f, sample_rate=sr) for f in files]
+    audio = [load(f, sample_rate=sr)[0] for f in files]
     indexed, queried = _split(groups, files, 0, 3), _split(groups, files, 3, 5)
     # No threshold: every query reports its best candidate.
     open_threshold = MatchThreshold(min_score=1, min_ratio=0.0)

@@ -108,7 +108,7 @@ def make_long(path: Path, clips: Sequence[Path], seconds: float) -> Path:
         i = 0
         while need > 0:
             if clips:
-                y = load(clips[i % len(clips)], sample_rate=sr)  # mono, resampled
+                y = load(clips[i % len(clips)], sample_rate=sr)[0]  # mono, resampled
             else:
                 y = _synth(30.0, seed=i)
             y = y[:need]
