@@ -15,12 +15,12 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from .audio import SUPPORTED_EXTENSIONS
 from .config import GTZAN_WINDOW_SECONDS, AnalysisConfig
 from .errors import DatasetError
 from .extraction import WindowFeatures, extract_files
 from .features import DEFAULT_FEATURE_SET, FeatureSet, get_feature_set
 from .files import PathLike, read_text
+from .folders import is_skipped, walk_audio
 from .parallel import FileFailure
 
 __all__ = ["Dataset", "LabelledClip", "track_id", "read_table", "scan_folder", "load_folder", "load_clips",
@@ -205,19 +205,17 @@ def scan_folder(root: PathLike, *, min_labels: int = 2) -> list[tuple[Path, str]
     """The audio files of a GTZAN-style folder, as ``(path, genre)``, sorted.
 
     Each sub-folder of ``root`` is a genre; audio files are found recursively
-    inside it by their extension.  Hidden files and folders (``.Trash``,
-    macOS's ``._name`` resource forks) are passed over.  Fewer than
+    inside it by their extension (:func:`genre_id.folders.walk_audio`: hidden
+    files and folders such as ``.Trash`` and macOS's ``._name`` resource
+    forks, and system folders, are passed over).  Fewer than
     ``min_labels`` labels with audio is a :class:`DatasetError`.
     """
     r = Path(root)
     if not r.is_dir():
         raise DatasetError(f"{r}: no such folder")
     items: list[tuple[Path, str]] = []
-    for genre_dir in sorted(d for d in r.iterdir() if d.is_dir() and not d.name.startswith(".")):
-        for f in sorted(genre_dir.rglob("*")):
-            hidden = any(part.startswith(".") for part in f.relative_to(genre_dir).parts)
-            if not hidden and f.is_file() and f.suffix.lower() in SUPPORTED_EXTENSIONS:
-                items.append((f, genre_dir.name))
+    for genre_dir in sorted(d for d in r.iterdir() if d.is_dir() and not is_skipped(d.name)):
+        items += [(f, genre_dir.name) for f in sorted(walk_audio(genre_dir).files)]
     genres = {g for _, g in items}
     if len(genres) < min_labels:
         raise DatasetError(f"{r}: needs at least {'two' if min_labels == 2 else min_labels} genre sub-folders "

@@ -186,3 +186,34 @@ def test_an_oversized_split_list_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(ds, "MAX_SPLIT_BYTES", 1000)
     with pytest.raises(DatasetError, match="more than the 1000"):
         ds.read_split_list(big)
+
+
+def test_one_folder_walker_skips_hidden_and_system_files_everywhere_and_ends_link_loops(tmp_path):
+    """Training, identify and index see the same files: no ``._x`` resource forks, ``.Trash``, ``__MACOSX`` ..."""
+    from genre_id.cli.common import expand_inputs
+    from genre_id.config import AnalysisConfig
+    from genre_id.dataset import load_folder
+    from genre_id.fingerprint.metadata import find_audio_files
+    from genre_id.training import TrainConfig, fit
+
+    root = tmp_path / "music"
+    real = {"low/a.wav": 220.0, "low/sub/b.wav": 247.0, "high/c.wav": 1760.0, "high/d.wav": 1975.0}
+    junk = ["low/._a.wav", "low/.Trash/x.wav", "high/__MACOSX/._c.wav", "high/$RECYCLE.BIN/y.wav",
+            "high/@eaDir/c.wav", ".hidden/z.wav", "low/System Volume Information/w.wav"]
+    for name in [*real, *junk]:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+    for name, freq in real.items():
+        _write(root / name, tone(4.0, freq=freq), 22050)
+    for name in junk:
+        _write(root / name, tone(4.0, freq=3000.0), 22050)
+    (root / "low" / "sub" / "loop").symlink_to(root / "low", target_is_directory=True)  # a link back up the tree
+
+    want = sorted(str(root / n) for n in real)
+    assert sorted(str(p) for p in find_audio_files(root)) == want
+    files, skipped, empty = expand_inputs([str(root)])
+    assert sorted(files) == want and skipped == 0 and not empty
+    data = load_folder(root, config=AnalysisConfig.for_window(sample_rate=22050, window_seconds=30.0),
+                       cache_dir=None, workers=1, progress=False)
+    assert sorted(set(data.groups.tolist())) == ["high/c", "high/d", "low/a", "low/sub/b"]
+    model = fit(data, config=TrainConfig(hidden=(), max_epochs=2, seed=0, refit=False))
+    assert model.metadata["training"]["data"]["tracks"] == 4

@@ -259,7 +259,7 @@ def expand_inputs(paths: Sequence[str]) -> tuple[list[str], int, list[str]]:
     file named on the command line is always kept (whatever its name), and a
     missing one is kept too, so that it is reported in its turn.
     """
-    from ..audio import SUPPORTED_EXTENSIONS
+    from ..folders import walk_audio
 
     files: list[str] = []
     skipped = 0
@@ -268,16 +268,9 @@ def expand_inputs(paths: Sequence[str]) -> tuple[list[str], int, list[str]]:
         if p == "-" or not os.path.isdir(p):
             files.append(p)
             continue
-        found = len(files)
-        for folder, subdirs, names in os.walk(p):
-            subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
-            for name in sorted(names):
-                if name.startswith("."):
-                    continue
-                if name.lower().endswith(SUPPORTED_EXTENSIONS):
-                    files.append(os.path.join(folder, name))
-                else:
-                    skipped += 1
-        if len(files) == found:
+        scan = walk_audio(p)
+        files += [str(f) for f in scan.files]
+        skipped += scan.skipped
+        if not scan.files:
             empty.append(p)
     return files, skipped, empty

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
-from ..audio import SUPPORTED_EXTENSIONS
 from ..cache import file_digest
 from ..errors import AudioError
 from ..files import PathLike
@@ -95,7 +93,7 @@ def title_and_artist(path: PathLike) -> tuple[str, str | None]:
 def find_audio_files(directory: PathLike) -> list[Path]:
     """Every file under ``directory`` (recursively) with a supported audio extension, sorted.
 
-    Hidden files and folders (name starting with ``.``) are skipped.  Raises
+    Found by :func:`genre_id.folders.walk_audio` (hidden and system files and folders skipped).  Raises
     :class:`AudioError` when ``directory`` is not a readable folder.
     """
     root = Path(directory)
@@ -103,10 +101,6 @@ def find_audio_files(directory: PathLike) -> list[Path]:
         raise AudioError(f"{root}: no such folder")
     if not root.is_dir():
         raise AudioError(f"{root}: is not a folder")
-    found: list[Path] = []
-    for folder, subdirs, files in os.walk(root):
-        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
-        for name in files:
-            if not name.startswith(".") and name.lower().endswith(SUPPORTED_EXTENSIONS):
-                found.append(Path(folder) / name)
-    return sorted(found)
+    from ..folders import walk_audio
+
+    return sorted(walk_audio(root).files)
