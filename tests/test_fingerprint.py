@@ -640,3 +640,51 @@ def test_the_package_exports_the_fingerprint_api_lazily():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
     assert out.stdout.strip() == "ok", out.stderr
+
+
+_COUNT_DECODES = '''
+import os
+import genre_id.audio as _audio
+import genre_id.fingerprint.index as _index
+
+_log = os.environ["GENRE_ID_TEST_DECODES"]
+
+
+def _counting(inner):
+    def iter_windows(path, **kw):
+        with open(_log, "a") as f:
+            f.write(os.fsdecode(str(path)) + "\\n")
+        return inner(path, **kw)
+    return iter_windows
+
+
+_index.iter_windows = _counting(_audio.iter_windows)
+_audio.iter_windows = _counting(_audio.iter_windows)
+'''
+
+
+@pytest.mark.slow
+def test_identify_with_a_database_decodes_each_file_once_in_the_workers(tmp_path, real_index) -> None:
+    """``identify --db --workers 2``: the genre windows and the fingerprint come from one decode, in the workers."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    ix, indexed, _ = real_index
+    clips = _real_clips(20)
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_COUNT_DECODES)
+    log = tmp_path / "decodes.txt"
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "GENRE_ID_TEST_DECODES": str(log),
+           "PYTHONPATH": os.pathsep.join([str(hook), str(root), os.environ.get("PYTHONPATH", "")])}
+    res = subprocess.run([sys.executable, "-m", "genre_id.cli", "identify", "--db", str(_db_path(ix)), "--workers",
+                          "2", "--json", *map(str, clips)], capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr
+    reports = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [r["file"] for r in reports] == [str(c) for c in clips]
+    assert [Path(r["match"]["file"]) if r["match"] else None for r in reports[:7]] == [c.resolve() for c in indexed]
+    decoded = log.read_text().splitlines()
+    assert sorted(decoded) == sorted(str(c) for c in clips), "each file decoded once, for the genre and the song"
