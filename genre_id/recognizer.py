@@ -1,4 +1,7 @@
-"""The public face of genre-id: load a model once, identify many clips.
+"""The genre model at work: load it once, name the genre of many recordings.
+
+:class:`~genre_id.analysis.Analyzer` builds on it to report the genre and
+the song; use a :class:`Recognizer` alone when only the genre matters.
 
 >>> from genre_id import Recognizer
 >>> rec = Recognizer.load()                      # the shipped default model
@@ -15,8 +18,8 @@ from typing import BinaryIO, NamedTuple, Union
 import numpy as np
 
 from .audio import AudioStream, open_stream
-from .errors import FeatureVersionError, GenreIdError, ModelError, SilentAudioError
 from .config import AnalysisConfig
+from .errors import FeatureVersionError, GenreIdError, ModelError, SilentAudioError
 from .extraction import WindowFeatures, extract_samples, extract_stream
 from .features import FeatureSet, Features, combine, get_feature_set
 from .model import Ensemble, ModelBundle, fuse, load_bundle
