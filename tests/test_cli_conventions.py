@@ -582,3 +582,37 @@ def test_identify_match_uses_the_database_index_add_fills_by_default(tmp_path, c
     assert "match: " in res.stdout and "no match" not in res.stdout
     missing = run(["identify", "--match", clips[0]], env={**ENV, "GENRE_ID_DB": str(tmp_path / "none.sqlite")})
     assert missing.returncode == 2 and "no such fingerprint database" in missing.stderr
+
+
+def test_identify_never_writes_over_its_database_or_into_its_model_folder(tmp_path, clips):
+    """The fingerprint database (named, by --match, through a link) and the model folder are inputs too."""
+    from genre_id.model import DEFAULT_MODEL_DIR
+
+    import shutil
+
+    model = tmp_path / "mdl"
+    shutil.copytree(DEFAULT_MODEL_DIR, model)
+    db = tmp_path / "fp.sqlite"
+    env = {**ENV, "GENRE_ID_DB": str(db)}
+    assert run(["index", "add", "--db", db, clips[0]], env=env).returncode == 0
+    (tmp_path / "link.sqlite").symlink_to(db)
+    before = {p: p.read_bytes() for p in [db, *model.rglob("*")] if p.is_file()}
+    cases = [
+        ["--db", db, "--out", db],
+        ["--match", "--out", db],
+        ["--db", db, "--out", tmp_path / "link.sqlite"],
+        ["--db", db, "--plot", db],
+        ["--db", db, "--out", f"{db}-journal"],
+        ["--model", model, "--out", model / "model.json"],
+        ["--model", model, "--plot", model / "levelfree" / "weights.npz"],
+        ["--model", model, "--out", model / "new.txt"],
+    ]
+    for options in cases:
+        res = run(["identify", clips[0], *options], env=env)
+        assert res.returncode == 2 and res.stdout == "", (options, res.stderr)
+        assert res.stderr.count("\n") == 1, (options, res.stderr)
+        assert "is one of the inputs" in res.stderr or "one of the inputs; refusing" in res.stderr, res.stderr
+    assert {p: p.read_bytes() for p in [db, *model.rglob("*")] if p.is_file()} == before
+    assert not (model / "new.txt").exists() and not (tmp_path / "fp.sqlite-journal").exists()
+    default = run(["identify", clips[0], "--out", DEFAULT_MODEL_DIR / "model.json"])
+    assert default.returncode == 2 and "one of the inputs" in default.stderr

@@ -15,6 +15,7 @@ from .common import (
     add_scheduler_argument,
     command_line,
     fail,
+    inside,
     int_at_least,
     missing_extra,
     output_path,
@@ -257,8 +258,10 @@ def _extend(args: argparse.Namespace, target: Path) -> int:
     if args.table:
         raise GenreIdError("--extend adds recordings (DATA), not a feature table")
     base = DEFAULT_MODEL_DIR if args.extend == "default" else Path(args.extend)
-    if base.resolve() == target.resolve():
-        raise GenreIdError(f"{args.out}: is the model being extended; write the extended model to another folder")
+    if inside(target, base) or inside(base, target):  # the base is read while the new model is written
+        what = "is" if inside(base, target) and inside(target, base) else "is inside" if inside(target, base) \
+            else "holds"
+        raise GenreIdError(f"{args.out}: {what} the model being extended; write the extended model to another folder")
 
     def load(feature_set: str):
         return _load_sets(args, list(args.data), feature_set)
