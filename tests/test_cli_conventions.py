@@ -616,3 +616,38 @@ def test_identify_never_writes_over_its_database_or_into_its_model_folder(tmp_pa
     assert not (model / "new.txt").exists() and not (tmp_path / "fp.sqlite-journal").exists()
     default = run(["identify", clips[0], "--out", DEFAULT_MODEL_DIR / "model.json"])
     assert default.returncode == 2 and "one of the inputs" in default.stderr
+
+
+def test_evaluate_out_is_checked_against_the_inputs_before_any_work(tmp_path, capsys, mini_dir, monkeypatch):
+    """evaluate --out: not a file or a device, never over the labels file it reads, never in the model folder."""
+    pytest.importorskip("keras")
+    import shutil
+
+    from genre_id import analysis
+    from genre_id.cli import main
+    from genre_id.model import DEFAULT_MODEL_DIR
+
+    d = tmp_path / "d"
+    d.mkdir()
+    for genre in ("blues", "metal"):
+        shutil.copy(mini_dir / genre / f"{genre}.00000.flac", d / f"{genre}.flac")
+    (d / "report.json").write_text("path,genre\nblues.flac,blues\nmetal.flac,metal\n")
+    model = tmp_path / "mdl"
+    shutil.copytree(DEFAULT_MODEL_DIR, model)
+    os.mknod(tmp_path / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    monkeypatch.setattr(analysis.Analyzer, "analyze_many", lambda *a, **k: pytest.fail("work started"))
+    before = {p: p.read_bytes() for p in [*d.iterdir(), *model.rglob("*")] if p.is_file()}
+    cases = {
+        ("--out", str(d / "blues.flac")): "is not a folder",
+        ("--out", str(tmp_path / "null")): "is not a folder",
+        ("--labels", str(d / "report.json"), "--out", str(d)): "is one of the inputs",
+        ("--model", str(model), "--out", str(model)): "one of the inputs",
+        ("--model", str(model), "--out", str(model / "reports")): "one of the inputs",
+    }
+    for options, problem in cases.items():
+        labels = () if "--labels" in options else ("--labels", str(d / "report.json"))
+        assert main(["evaluate", "-q", "--on", str(d), *labels, *options]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and problem in err, (options, err)
+    assert {p: p.read_bytes() for p in [*d.iterdir(), *model.rglob("*")] if p.is_file()} == before
+    assert stat.S_ISCHR(os.lstat(tmp_path / "null").st_mode) and not (model / "reports").exists()
