@@ -651,3 +651,24 @@ def test_evaluate_out_is_checked_against_the_inputs_before_any_work(tmp_path, ca
         assert err.count("\n") == 1 and problem in err, (options, err)
     assert {p: p.read_bytes() for p in [*d.iterdir(), *model.rglob("*")] if p.is_file()} == before
     assert stat.S_ISCHR(os.lstat(tmp_path / "null").st_mode) and not (model / "reports").exists()
+
+
+def _closing(*fds):
+    return lambda: [os.close(fd) for fd in fds]
+
+
+def test_a_closed_or_full_standard_output_is_one_line_and_exit_2(tmp_path, clips):
+    """>&- and a full disk behind stdout: said in one line naming <stdout>, never an internal error or a silent 0."""
+    for argv in (["identify", clips[0]], ["index", "list", "--db", tmp_path / "none.sqlite"], ["cache", "info"]):
+        res = run(argv, preexec_fn=_closing(1))
+        assert res.returncode == 2 and res.stderr == "error: <stdout>: standard output is closed\n", (argv, res)
+    written = run(["identify", clips[0], "--out", tmp_path / "o.txt"], preexec_fn=_closing(1))
+    assert written.returncode == 0 and (tmp_path / "o.txt").read_text().startswith(str(clips[0]))
+    os.mknod(tmp_path / "full", 0o666 | stat.S_IFCHR, os.makedev(1, 7))  # a /dev/full of our own
+    with open(tmp_path / "full", "w") as full:
+        res = subprocess.run([*CLI, "identify", str(clips[0])], env=ENV, stdout=full, stderr=subprocess.PIPE,
+                             text=True, timeout=600)
+    assert res.returncode == 2 and res.stderr == "error: <stdout>: No space left on device\n", res
+    quiet = subprocess.run([*CLI, "identify", str(tmp_path / "nonexist.flac")], env=ENV, preexec_fn=_closing(2),
+                           stdout=subprocess.PIPE, timeout=600)
+    assert quiet.returncode == 2 and quiet.stdout == b"", quiet
