@@ -223,3 +223,18 @@ def test_a_cache_folder_that_cannot_be_written_is_said_once_and_not_used(tmp_pat
     assert res.returncode == 0, res.stderr
     assert res.stderr == f"note: feature cache {blocker}: it is not a folder; features are not cached\n"
     assert blocker.read_text().startswith("a file")
+
+
+@pytest.mark.parametrize("command", ["info", "clear"])
+def test_a_cache_dir_that_is_a_file_or_a_device_is_one_line_not_an_empty_cache(tmp_path, capsys, command):
+    import stat
+
+    from genre_id.cli import main
+
+    (tmp_path / "x.flac").write_bytes(b"not a folder")
+    os.mknod(tmp_path / "zero", 0o666 | stat.S_IFCHR, os.makedev(1, 5))
+    for name in ("x.flac", "zero"):
+        assert main(["cache", command, "--cache-dir", str(tmp_path / name)]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err == f"error: {tmp_path / name}: is not a folder; the feature cache is a folder\n"
+    assert (tmp_path / "x.flac").read_bytes() == b"not a folder"
