@@ -17,16 +17,34 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import PathLike, atomic_file
+from .files import PathLike, atomic_file, open_regular
 
-__all__ = ["FeatureCache", "file_digest", "cache_problem"]
+__all__ = ["FeatureCache", "UnreadableFile", "file_digest", "cache_problem"]
 
 
-def file_digest(path: PathLike, *, chunk_bytes: int = 1 << 20) -> str:
-    """SHA-256 of the file's bytes, as hex."""
+class UnreadableFile(OSError):
+    """A file whose content cannot be digested: missing, not a regular file (a FIFO, a device), or too large."""
+
+
+def file_digest(path: PathLike, *, chunk_bytes: int = 1 << 20, max_bytes: int | None = None) -> str:
+    """SHA-256 of the file's bytes, as hex.
+
+    Only a regular file of at most ``max_bytes`` (default
+    :data:`genre_id.audio.MAX_STREAM_BYTES`, the decoder's limit) is read:
+    it is opened non-blocking, so a FIFO cannot hang the caller, and a device
+    or a huge (sparse) file is refused before a byte is read, with an
+    :class:`UnreadableFile` whose message names the file.
+    """
+    from .audio import MAX_STREAM_BYTES
+
+    limit = MAX_STREAM_BYTES if max_bytes is None else max_bytes
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(chunk_bytes):
+    read = 0
+    with open_regular(path, max_bytes=limit, missing=f"{path}: no such file", error=UnreadableFile) as fh:
+        while chunk := fh.read(min(chunk_bytes, limit + 1 - read)):
+            read += len(chunk)
+            if read > limit:  # it grew while we read it
+                raise UnreadableFile(f"{path}: more than the {limit} bytes an audio file may have")
             h.update(chunk)
     return h.hexdigest()
 
@@ -52,14 +70,15 @@ class FeatureCache:
 
     def get(self, digest: str) -> dict[str, np.ndarray] | None:
         """The stored arrays for ``digest``, or None when absent or not trustworthy."""
+        from .audio import MAX_STREAM_BYTES
+
         path = self._path(digest)
-        try:
-            with np.load(path, allow_pickle=False) as npz:
+        try:  # opened non-blocking and only if a regular file: a FIFO or a device there is a miss, never a wait
+            with open_regular(path, max_bytes=MAX_STREAM_BYTES, missing="", error=UnreadableFile) as fh, \
+                    np.load(fh, allow_pickle=False) as npz:
                 entry = {k: npz[k] for k in npz.files}
-        except FileNotFoundError:
-            return None
         except Exception:
-            return None  # corrupt: recompute
+            return None  # absent, not a regular file or corrupt: recompute
         if str(entry.get("key", "")) != f"{self.namespace}/{digest}":
             return None
         values = entry.get("values")

@@ -7,6 +7,7 @@ folds always keep all windows of a track on one side.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -324,7 +325,7 @@ def _read_labels_csv(p: Path) -> list[dict[str, str]]:
     """The rows of a labels CSV (a regular file of at most :data:`MAX_LABELS_BYTES`; a UTF-8 BOM is allowed)."""
     text = read_text(p, max_bytes=MAX_LABELS_BYTES, what="labels file", error=DatasetError)
     try:
-        rows = list(csv.DictReader(text.splitlines()))
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))  # line breaks inside quoted fields stay there
     except csv.Error as exc:
         raise DatasetError(f"{p}: unreadable labels file ({type(exc).__name__})") from None
     if not rows or not {"path", "genre"} <= set(rows[0]):
@@ -351,7 +352,7 @@ def read_labels(
     """
     r = Path(root)
     if labels_csv is None:
-        if (r / LABELS_FILE).is_file():
+        if os.path.lexists(r / LABELS_FILE):  # a FIFO or a device there is refused when read, never passed over
             labels_csv = r / LABELS_FILE
         else:
             return [LabelledClip(p, g, (g,)) for p, g in scan_folder(r, min_labels=min_labels)]
@@ -365,9 +366,10 @@ def read_labels(
         path = (row.get("path") or "").strip()
         if not genre or not path:
             raise DatasetError(f"{p}: line {line} lacks its path or genre")
-        if path in seen:
+        where = os.path.realpath(r / path)  # ./blues/x.flac, blues//x.flac and blues/x.flac are one file
+        if where in seen:
             raise DatasetError(f"{p}: line {line} repeats the path {path!r}")
-        seen.add(path)
+        seen.add(where)
         accept = tuple(a.strip() for a in (row.get("accept") or "").split("|") if a.strip())
         weight = 1.0
         if (row.get("weight") or "").strip():

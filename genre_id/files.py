@@ -17,12 +17,12 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Union
 
-__all__ = ["PathLike", "atomic_file", "atomic_folder", "atomic_write", "open_regular", "read_text"]
+__all__ = ["PathLike", "atomic_file", "atomic_files", "atomic_folder", "atomic_write", "open_regular", "read_text"]
 
 #: A file name as the library accepts it.
 PathLike = Union[str, "os.PathLike[str]"]
@@ -41,30 +41,53 @@ def atomic_file(path: PathLike, *, suffix: str = "") -> Iterator[BinaryIO]:
     permissions of any new file (0666 less the umask, usually 0644), not the
     private 0600 of a temporary file.
     """
-    target = Path(path)
+    with atomic_files([path], suffix=suffix) as (fh,):
+        yield fh
+
+
+@contextmanager
+def atomic_files(paths: Sequence[PathLike], *, suffix: str = "") -> Iterator[list[BinaryIO]]:
+    """:func:`atomic_file` for several files at once: all appear when the block succeeds, none when it fails.
+
+    Every file is written and flushed to disk before the first is renamed
+    into place, so a failure (a full disk) leaves every previous file as it was.
+    """
+    targets = [Path(p) for p in paths]
+    for target in targets:
+        try:
+            st = os.stat(target)
+        except OSError:
+            st = None
+        if st is not None and not stat.S_ISREG(st.st_mode):  # a device, a FIFO, a folder: never replaced
+            raise FileExistsError(errno.EEXIST, "exists and is not a regular file", str(target))
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:  # a file where a folder of the path should be
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(target.parent)) from None
+    handles: list[BinaryIO] = []
+    temporary: list[str] = []
     try:
-        st = os.stat(target)
-    except OSError:
-        st = None
-    if st is not None and not stat.S_ISREG(st.st_mode):  # a device, a FIFO, a folder: never replaced
-        raise FileExistsError(errno.EEXIST, "exists and is not a regular file", str(target))
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:  # a file where a folder of the path should be
-        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(target.parent)) from None
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
+        for target in targets:
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+            temporary.append(tmp)
+            handles.append(os.fdopen(fd, "wb"))
+            os.fchmod(fd, 0o666 & ~_umask())
+        yield handles
+        for fh in handles:
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, target)
+            fh.close()
+        while temporary:
+            os.replace(temporary[0], targets[len(targets) - len(temporary)])
+            temporary.pop(0)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        for fh in handles:
+            fh.close()
+        for tmp in temporary:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
         raise
 
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Sequence
+from typing import BinaryIO, Sequence
 
 import numpy as np
 
 from .evaluation import EvaluationResult
-from .files import PathLike, atomic_file, atomic_write
+from .files import PathLike, atomic_file, atomic_files
 
-__all__ = ["summary_text", "markdown", "write_report", "plot_confusion"]
+__all__ = ["summary_text", "markdown", "write_report", "report_files", "plot_confusion"]
 
 
 def _slug(text: str) -> str:
@@ -78,6 +78,12 @@ def markdown(results: Sequence[EvaluationResult], *, title: str, command: str, n
 
 def plot_confusion(result: EvaluationResult, path: Path) -> None:
     """Save the row-normalised confusion matrix as a PNG."""
+    with atomic_file(path, suffix=".png") as fh:
+        _draw_confusion(result, fh)
+
+
+def _draw_confusion(result: EvaluationResult, fh: BinaryIO) -> None:
+    """The row-normalised confusion matrix as a PNG written to the open file ``fh``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -100,10 +106,15 @@ def plot_confusion(result: EvaluationResult, path: Path) -> None:
                         color="white" if norm[i, j] > 0.5 else "black")
     fig.tight_layout()
     try:
-        with atomic_file(path, suffix=".png") as fh:
-            fig.savefig(fh, format="png")
+        fig.savefig(fh, format="png")
     finally:
         plt.close(fig)
+
+
+def report_files(results: Sequence[EvaluationResult], out_dir: PathLike) -> list[Path]:
+    """The files :func:`write_report` writes into ``out_dir``: ``report.md``, ``report.json``, then the PNGs."""
+    out = Path(out_dir)
+    return [out / "report.md", out / "report.json", *(out / f"confusion-{_slug(r.protocol)}.png" for r in results)]
 
 
 def write_report(
@@ -111,32 +122,27 @@ def write_report(
 ) -> list[Path]:
     """Write ``report.md``, ``report.json`` and one ``confusion-<protocol>.png`` per protocol into ``out_dir``.
 
-    Each file is written atomically; when a write fails (a full disk), the
-    files this call wrote and the folders it created are removed again.
+    Every file is written to a temporary name first and renamed into place
+    only when all are complete: when a write fails (a full disk), the
+    previous files are left as they were and the folders this call created
+    are removed again.
     """
     out = Path(out_dir)
     created = [p for p in (out, *out.parents) if not p.exists()]
     out.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
+    paths = report_files(results, out)
     try:
-        for r in results:
-            png = out / f"confusion-{_slug(r.protocol)}.png"
-            plot_confusion(r, png)
-            written.append(png)
-        md = out / "report.md"
-        atomic_write(md, markdown(results, title=title, command=command, notes=notes).encode())
-        written.append(md)
-        js = out / "report.json"
-        atomic_write(js, (json.dumps({"title": title, "command": command,
-                                       "results": [r.to_dict() for r in results]}, indent=2) + "\n").encode())
-        written.append(js)
+        with atomic_files(paths) as (md, js, *pngs):
+            md.write(markdown(results, title=title, command=command, notes=notes).encode())
+            js.write((json.dumps({"title": title, "command": command,
+                                  "results": [r.to_dict() for r in results]}, indent=2) + "\n").encode())
+            for r, fh in zip(results, pngs):
+                _draw_confusion(r, fh)
     except BaseException:
-        for p in written:
-            p.unlink(missing_ok=True)
         for folder in created:  # innermost first
             try:
                 folder.rmdir()
             except OSError:
                 break
         raise
-    return [md, js, *written[:-2]]
+    return paths

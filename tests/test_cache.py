@@ -124,6 +124,21 @@ def test_a_pipe_is_refused_not_waited_on_even_with_a_cache(tmp_path):
     assert r.stdout == f"{pipe}: not a regular file\n", r.stderr
 
 
+def test_a_fifo_or_device_in_place_of_a_cache_entry_is_a_miss_never_a_wait(tmp_path):
+    import stat
+
+    code = ("import sys, numpy as np\nfrom genre_id.cache import FeatureCache\n"
+            "c = FeatureCache(sys.argv[1], namespace='n')\nd = '%064x' % 7\n"
+            "c.put(d, values=np.ones((2, 3)))\nassert c.get(d) is not None\n"
+            "p = c._path(d)\np.unlink()\n"
+            "import os\nos.mkfifo(p) if sys.argv[2] == 'fifo' else os.mknod(p, 0o666 | 0o20000, os.makedev(1, 5))\n"
+            "print(c.get(d))\n")
+    for kind in ("fifo", "zero"):
+        r = _run(["-c", code, str(tmp_path / kind), kind], timeout=30)
+        assert r.stdout == "None\n", r.stderr
+    assert stat.S_IFCHR == 0o20000
+
+
 _CACHE_STRESS = """
 import sys
 import numpy as np
@@ -208,3 +223,18 @@ def test_a_cache_folder_that_cannot_be_written_is_said_once_and_not_used(tmp_pat
     assert res.returncode == 0, res.stderr
     assert res.stderr == f"note: feature cache {blocker}: it is not a folder; features are not cached\n"
     assert blocker.read_text().startswith("a file")
+
+
+@pytest.mark.parametrize("command", ["info", "clear"])
+def test_a_cache_dir_that_is_a_file_or_a_device_is_one_line_not_an_empty_cache(tmp_path, capsys, command):
+    import stat
+
+    from genre_id.cli import main
+
+    (tmp_path / "x.flac").write_bytes(b"not a folder")
+    os.mknod(tmp_path / "zero", 0o666 | stat.S_IFCHR, os.makedev(1, 5))
+    for name in ("x.flac", "zero"):
+        assert main(["cache", command, "--cache-dir", str(tmp_path / name)]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err == f"error: {tmp_path / name}: is not a folder; the feature cache is a folder\n"
+    assert (tmp_path / "x.flac").read_bytes() == b"not a folder"

@@ -582,3 +582,93 @@ def test_identify_match_uses_the_database_index_add_fills_by_default(tmp_path, c
     assert "match: " in res.stdout and "no match" not in res.stdout
     missing = run(["identify", "--match", clips[0]], env={**ENV, "GENRE_ID_DB": str(tmp_path / "none.sqlite")})
     assert missing.returncode == 2 and "no such fingerprint database" in missing.stderr
+
+
+def test_identify_never_writes_over_its_database_or_into_its_model_folder(tmp_path, clips):
+    """The fingerprint database (named, by --match, through a link) and the model folder are inputs too."""
+    from genre_id.model import DEFAULT_MODEL_DIR
+
+    import shutil
+
+    model = tmp_path / "mdl"
+    shutil.copytree(DEFAULT_MODEL_DIR, model)
+    db = tmp_path / "fp.sqlite"
+    env = {**ENV, "GENRE_ID_DB": str(db)}
+    assert run(["index", "add", "--db", db, clips[0]], env=env).returncode == 0
+    (tmp_path / "link.sqlite").symlink_to(db)
+    before = {p: p.read_bytes() for p in [db, *model.rglob("*")] if p.is_file()}
+    cases = [
+        ["--db", db, "--out", db],
+        ["--match", "--out", db],
+        ["--db", db, "--out", tmp_path / "link.sqlite"],
+        ["--db", db, "--plot", db],
+        ["--db", db, "--out", f"{db}-journal"],
+        ["--model", model, "--out", model / "model.json"],
+        ["--model", model, "--plot", model / "levelfree" / "weights.npz"],
+        ["--model", model, "--out", model / "new.txt"],
+    ]
+    for options in cases:
+        res = run(["identify", clips[0], *options], env=env)
+        assert res.returncode == 2 and res.stdout == "", (options, res.stderr)
+        assert res.stderr.count("\n") == 1, (options, res.stderr)
+        assert "is one of the inputs" in res.stderr or "one of the inputs; refusing" in res.stderr, res.stderr
+    assert {p: p.read_bytes() for p in [db, *model.rglob("*")] if p.is_file()} == before
+    assert not (model / "new.txt").exists() and not (tmp_path / "fp.sqlite-journal").exists()
+    default = run(["identify", clips[0], "--out", DEFAULT_MODEL_DIR / "model.json"])
+    assert default.returncode == 2 and "one of the inputs" in default.stderr
+
+
+def test_evaluate_out_is_checked_against_the_inputs_before_any_work(tmp_path, capsys, mini_dir, monkeypatch):
+    """evaluate --out: not a file or a device, never over the labels file it reads, never in the model folder."""
+    pytest.importorskip("keras")
+    import shutil
+
+    from genre_id import analysis
+    from genre_id.cli import main
+    from genre_id.model import DEFAULT_MODEL_DIR
+
+    d = tmp_path / "d"
+    d.mkdir()
+    for genre in ("blues", "metal"):
+        shutil.copy(mini_dir / genre / f"{genre}.00000.flac", d / f"{genre}.flac")
+    (d / "report.json").write_text("path,genre\nblues.flac,blues\nmetal.flac,metal\n")
+    model = tmp_path / "mdl"
+    shutil.copytree(DEFAULT_MODEL_DIR, model)
+    os.mknod(tmp_path / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    monkeypatch.setattr(analysis.Analyzer, "analyze_many", lambda *a, **k: pytest.fail("work started"))
+    before = {p: p.read_bytes() for p in [*d.iterdir(), *model.rglob("*")] if p.is_file()}
+    cases = {
+        ("--out", str(d / "blues.flac")): "is not a folder",
+        ("--out", str(tmp_path / "null")): "is not a folder",
+        ("--labels", str(d / "report.json"), "--out", str(d)): "is one of the inputs",
+        ("--model", str(model), "--out", str(model)): "one of the inputs",
+        ("--model", str(model), "--out", str(model / "reports")): "one of the inputs",
+    }
+    for options, problem in cases.items():
+        labels = () if "--labels" in options else ("--labels", str(d / "report.json"))
+        assert main(["evaluate", "-q", "--on", str(d), *labels, *options]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and problem in err, (options, err)
+    assert {p: p.read_bytes() for p in [*d.iterdir(), *model.rglob("*")] if p.is_file()} == before
+    assert stat.S_ISCHR(os.lstat(tmp_path / "null").st_mode) and not (model / "reports").exists()
+
+
+def _closing(*fds):
+    return lambda: [os.close(fd) for fd in fds]
+
+
+def test_a_closed_or_full_standard_output_is_one_line_and_exit_2(tmp_path, clips):
+    """>&- and a full disk behind stdout: said in one line naming <stdout>, never an internal error or a silent 0."""
+    for argv in (["identify", clips[0]], ["index", "list", "--db", tmp_path / "none.sqlite"], ["cache", "info"]):
+        res = run(argv, preexec_fn=_closing(1))
+        assert res.returncode == 2 and res.stderr == "error: <stdout>: standard output is closed\n", (argv, res)
+    written = run(["identify", clips[0], "--out", tmp_path / "o.txt"], preexec_fn=_closing(1))
+    assert written.returncode == 0 and (tmp_path / "o.txt").read_text().startswith(str(clips[0]))
+    os.mknod(tmp_path / "full", 0o666 | stat.S_IFCHR, os.makedev(1, 7))  # a /dev/full of our own
+    with open(tmp_path / "full", "w") as full:
+        res = subprocess.run([*CLI, "identify", str(clips[0])], env=ENV, stdout=full, stderr=subprocess.PIPE,
+                             text=True, timeout=600)
+    assert res.returncode == 2 and res.stderr == "error: <stdout>: No space left on device\n", res
+    quiet = subprocess.run([*CLI, "identify", str(tmp_path / "nonexist.flac")], env=ENV, preexec_fn=_closing(2),
+                           stdout=subprocess.PIPE, timeout=600)
+    assert quiet.returncode == 2 and quiet.stdout == b"", quiet

@@ -131,6 +131,43 @@ def test_a_labels_file_that_is_not_a_regular_file_is_refused_without_reading(tmp
         read_labels(tmp_path, fifo)
 
 
+@pytest.mark.parametrize("other", ["./blues/x.wav", "blues//x.wav", "blues/../blues/x.wav"])
+def test_one_file_under_two_spellings_is_a_repeated_path(tmp_path, other):
+    from genre_id.dataset import read_labels
+    from genre_id.errors import DatasetError
+
+    (tmp_path / "labels.csv").write_text(f"path,genre\nblues/x.wav,blues\n{other},jazz\n")
+    with pytest.raises(DatasetError, match="line 3 repeats the path"):
+        read_labels(tmp_path)
+
+
+def test_a_quoted_field_keeps_its_unicode_line_breaks(tmp_path):
+    from genre_id.dataset import read_labels
+
+    (tmp_path / "labels.csv").write_text('path,genre,group\r\n"a\u2028b.wav",rock,"x\x85y\x0cz"\r\nc.wav,pop,\r\n',
+                                         encoding="utf-8", newline="")
+    clips = read_labels(tmp_path)
+    assert [(c.path.name, c.genre, c.group) for c in clips] == [("a\u2028b.wav", "rock", "group:x\x85y\x0cz"),
+                                                               ("c.wav", "pop", "")]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_labels_csv_link_to_a_fifo_or_device_is_refused_not_passed_over(tmp_path, kind):
+    import stat
+
+    from genre_id.dataset import read_labels
+    from genre_id.errors import DatasetError
+
+    for genre in ("rock", "pop"):
+        (tmp_path / genre).mkdir()
+        _write(tmp_path / genre / "a.wav", tone(1.0), 22050)
+    special = tmp_path / "special"
+    os.mkfifo(special) if kind == "fifo" else os.mknod(special, 0o666 | stat.S_IFCHR, os.makedev(1, 5))
+    (tmp_path / "labels.csv").symlink_to(special)
+    with pytest.raises(DatasetError, match="labels.csv: not a regular file"):
+        read_labels(tmp_path)
+
+
 def test_hidden_files_and_folders_never_reach_a_training_set(tmp_path):
     from genre_id.dataset import scan_folder
 

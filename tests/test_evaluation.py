@@ -215,6 +215,33 @@ def test_a_report_that_cannot_be_written_leaves_no_files_or_folders(tmp_path, mo
     assert list(tmp_path.iterdir()) == []  # the PNG written first is gone, and the folders made for it
 
 
+@pytest.mark.parametrize("failing_call", [1, 2, 3])
+def test_a_report_that_cannot_be_written_leaves_the_previous_report_as_it_was(tmp_path, monkeypatch, failing_call):
+    import errno
+    import os
+
+    from genre_id import files
+    from genre_id.evaluation import score_predictions
+    from genre_id.report import write_report
+
+    result = score_predictions(["a", "b"], [[0.9, 0.1], [0.2, 0.8]], ["a", "b"])
+    paths = write_report([result], tmp_path, title="old", command="c")
+    before = {p: p.read_bytes() for p in paths}
+    calls = {"n": 0}
+
+    def full_disk(fd):
+        calls["n"] += 1
+        if calls["n"] == failing_call:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(files.os, "fsync", full_disk)
+    other = score_predictions(["a", "b"], [[0.1, 0.9], [0.2, 0.8]], ["a", "b"])
+    with pytest.raises(OSError):
+        write_report([other], tmp_path, title="new", command="c")
+    assert {p: p.read_bytes() for p in paths} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths), "no temporary file left"
+
+
 def test_the_summary_never_calls_a_genre_without_examples_weak():
     from genre_id.evaluation import score_predictions
     from genre_id.report import summary_text

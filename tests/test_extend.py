@@ -121,3 +121,24 @@ def test_the_extended_model_never_replaces_the_model_it_extends(tmp_path):
     for out in (base, tmp_path / "link"):
         assert main(["train", "--extend", str(base), str(data.parent), "--out", str(out), "-q", "--no-cache"]) == 2
     assert sorted((p.name, p.stat().st_mtime_ns) for p in base.rglob("*")) == before
+
+
+@pytest.mark.parametrize("extend, out", [("base", "base/levelfree"), ("link", "base/new"), ("link", "link/levelfree"),
+                                         ("base/levelfree", "base")])
+def test_the_extended_model_is_never_written_inside_or_around_its_base(tmp_path, capsys, extend, out):
+    import shutil
+
+    from genre_id.cli import main
+    from genre_id.model import DEFAULT_MODEL_DIR
+
+    base = tmp_path / "base"
+    shutil.copytree(DEFAULT_MODEL_DIR, base)
+    (tmp_path / "link").symlink_to(base)
+    before = sorted((str(p), p.stat().st_mtime_ns) for p in base.rglob("*"))
+    data = tmp_path / "mine" / "test-tones"
+    data.mkdir(parents=True)
+    assert main(["train", "--extend", str(tmp_path / extend), str(data.parent), "--out", str(tmp_path / out),
+                 "-q", "--no-cache"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the model being extended" in err, err
+    assert sorted((str(p), p.stat().st_mtime_ns) for p in base.rglob("*")) == before

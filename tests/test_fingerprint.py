@@ -554,6 +554,36 @@ def test_file_sha256_is_the_cache_digest_with_one_line_errors(tmp_path: Path) ->
         file_sha256(tmp_path)
 
 
+def test_hashing_refuses_a_fifo_a_device_and_a_huge_file_before_reading(tmp_path: Path) -> None:
+    """index add/remove and the cache digest: a FIFO never blocks, a device or a 100 GB sparse file is never read."""
+    import stat
+
+    os.mkfifo(tmp_path / "pipe.wav")
+    os.mknod(tmp_path / "zero.wav", 0o666 | stat.S_IFCHR, os.makedev(1, 5))  # a /dev/zero of our own
+    with open(tmp_path / "big.wav", "wb") as fh:
+        fh.truncate(100 << 30)
+    code = textwrap.dedent("""
+        import sys
+        from genre_id.errors import AudioError
+        from genre_id.fingerprint.metadata import file_sha256
+        try:
+            file_sha256(sys.argv[1])
+        except AudioError as exc:
+            print(exc)
+    """)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    for name, problem in (("pipe.wav", "not a regular file"), ("zero.wav", "not a regular file"),
+                          ("big.wav", "more than the")):
+        path = tmp_path / name
+        r = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=30,
+                           env=env)
+        assert r.stdout.startswith(f"{path}: ") and problem in r.stdout and r.stdout.count("\n") == 1, r
+        res = subprocess.run([sys.executable, "-m", "genre_id.cli", "index", "add", "--db",
+                              str(tmp_path / "f.sqlite"), str(path)], capture_output=True, text=True, timeout=30,
+                             env=env)
+        assert res.returncode == 2 and problem in res.stderr and "Traceback" not in res.stderr, res
+
+
 def test_a_file_without_samples_is_refused_naming_it(tmp_path: Path, index: FingerprintIndex) -> None:
     empty = tmp_path / "empty.wav"
     sf.write(empty, np.zeros(0, dtype=np.float32), SR)

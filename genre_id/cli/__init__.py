@@ -88,8 +88,94 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: What messages call standard output.
+STDOUT_NAME = "<stdout>"
+
+
+class _NamedStdout:
+    """Standard output whose write errors (a full disk, a closed pipe) name it: their ``filename`` is ``<stdout>``."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError as exc:
+            raise _named(exc) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as exc:
+            raise _named(exc) from None
+
+
+def _named(exc: OSError) -> OSError:
+    if exc.filename is None:
+        exc.filename = STDOUT_NAME
+    return exc
+
+
+def _silence_stdout() -> None:
+    """Standard output to the null device, so that what is still buffered cannot fail again at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+    finally:
+        os.close(devnull)
+
+
+def _stdout_needed(args: argparse.Namespace) -> bool:
+    """Whether the command writes to standard output (all do, but ``identify --out FILE``)."""
+    return not (args.command == "identify" and getattr(args, "out", None) not in (None, "-"))
+
+
+def _fill_closed_standard_files() -> set[int]:
+    """The standard descriptors (0, 1, 2) the program was started without (``>&-``), now on the null device.
+
+    Filled so that no file the program opens takes their number (an error
+    message would land in a model or a report).  Standard input becomes
+    closed (None), standard error the null device (messages are lost, exit
+    codes are not); a closed standard output is the caller's to judge.
+    """
+    closed = set()
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+            if fd and _read_only(fd):  # an output open for reading only (a leftover of a wrapper script) is none
+                raise OSError
+        except OSError:
+            closed.add(fd)
+            devnull = os.open(os.devnull, os.O_RDWR)
+            if devnull != fd:
+                os.dup2(devnull, fd)
+                os.close(devnull)
+    if 0 in closed:
+        sys.stdin = None  # type: ignore[assignment]
+    if 2 in closed or sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")
+    if 1 in closed:
+        sys.stdout = None  # type: ignore[assignment]
+    return closed | ({1} if sys.stdout is None else set())
+
+
+def _read_only(fd: int) -> bool:
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        return False
+    return fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    closed = _fill_closed_standard_files()
     # File names come from the OS as bytes; one that is not valid UTF-8 must
     # still print (as the OS gave it) rather than stop the whole batch.
     for stream in (sys.stdout, sys.stderr):
@@ -99,18 +185,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = argv
+    if 1 in closed:  # started with standard output closed (>&-)
+        if _stdout_needed(args):
+            fail(f"{STDOUT_NAME}: standard output is closed")
+            return EXIT_BAD_INPUT
+    saved = sys.stdout
+    sys.stdout = open(os.devnull, "w") if 1 in closed else _NamedStdout(saved)
+    try:
+        return _dispatch(args)
+    finally:
+        sys.stdout = saved
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the command ``args`` names; every failure is one line and an exit code."""
     keep_arrays_on_the_heap()  # this process is ours: large arrays reused, not faulted in afresh
     try:
         with executor_for(args) as args.executor:
-            return int(args.func(args))
+            code = int(args.func(args))
+        sys.stdout.flush()  # a full disk behind standard output is said here, not lost at exit
+        return code
     except GenreIdError as exc:
         fail(str(exc))
         return EXIT_BAD_INPUT
     except KeyboardInterrupt as exc:
         return _stopped(exc)
     except BrokenPipeError:  # the reader (head, less) went away: stop quietly
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _silence_stdout()
         return EXIT_INTERNAL
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] not in TRAINING_MODULES:
@@ -120,6 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         if exc.errno not in ENVIRONMENT_ERRNOS:
             return _internal(exc)
+        if exc.filename == STDOUT_NAME:
+            _silence_stdout()
         # The environment refused (a full disk, no permission): one line naming the file if known.
         fail(f"{exc.filename}: {describe_os_error(exc)}" if exc.filename else describe_os_error(exc))
         return EXIT_BAD_INPUT

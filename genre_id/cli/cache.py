@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
 from ..textsafe import one_line
 from .common import EXIT_OK
@@ -30,9 +32,20 @@ def _size(n: int) -> str:
     raise AssertionError  # pragma: no cover
 
 
+def _check_cache_dir(folder: str | None) -> None:
+    """A cache folder that exists but is not a folder (a file, a device) is one line, not an empty cache."""
+    from ..errors import GenreIdError
+    from ..locations import default_cache_dir
+
+    root = Path(folder) if folder else default_cache_dir()
+    if os.path.lexists(root) and not root.is_dir():
+        raise GenreIdError(f"{root}: is not a folder; the feature cache is a folder")
+
+
 def cmd_cache_info(args: argparse.Namespace) -> int:
     from ..locations import cache_usage, default_db_path
 
+    _check_cache_dir(args.cache_dir)
     usage = cache_usage(args.cache_dir)
     print(f"feature cache: {one_line(usage.root)} ({usage.entries} entries, {_size(usage.bytes)})")
     db = default_db_path()
@@ -49,6 +62,7 @@ def cmd_cache_info(args: argparse.Namespace) -> int:
 def cmd_cache_clear(args: argparse.Namespace) -> int:
     from ..locations import clear_cache
 
+    _check_cache_dir(args.cache_dir)
     removed = clear_cache(args.cache_dir)
     if not args.quiet:
         print(f"removed {removed.entries} cache entries ({_size(removed.bytes)}) from {one_line(removed.root)}")

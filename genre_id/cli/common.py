@@ -18,7 +18,7 @@ from ..textsafe import one_line
 
 __all__ = ["EXIT_OK", "EXIT_INTERNAL", "EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "OutputError", "Parser",
            "command_line", "common_options", "expand_inputs", "fail", "int_at_least", "missing_extra",
-           "output_file", "output_path", "same_output", "positive_int", "progress", "write_output", "add_scheduler_argument", "SCHEDULER_VARIABLE",
+           "inside", "output_file", "output_path", "output_problem", "same_output", "positive_int", "progress", "write_output", "add_scheduler_argument", "SCHEDULER_VARIABLE",
            "executor_for"]
 
 #: Exit codes of every command.
@@ -202,20 +202,25 @@ def _identity(path: str | os.PathLike[str]) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def output_problem(path: str | os.PathLike[str], *, inputs: Sequence[str | os.PathLike[str]] = ()) -> str | None:
+def output_problem(path: str | os.PathLike[str], *, inputs: Sequence[str | os.PathLike[str]] = (),
+                   folders: Sequence[str | os.PathLike[str]] = ()) -> str | None:
     """Why the output file ``path`` cannot be written (one line), checked before any work; None when it can.
 
     An output is written only where nothing is, or over a regular file that
     is not one of the command's ``inputs`` (compared by device and inode,
     links followed): never over a device, a FIFO, a socket or an input.
+    Every file in the input ``folders`` (a model folder) is an input, and
+    nothing is written inside one.
     """
     target = output_path(path)
+    folder = next((f for f in folders if inside(path, f)), None)
+    if folder is not None:
+        return f"{path}: is in {folder}, one of the inputs; refusing to write there"
     if target.is_dir():
         return f"{path}: is a folder; name a file to write"
     if target.exists() and not target.is_file():
         return f"{path}: is not a regular file (a device, a FIFO or a socket); refusing to replace it"
-    here = _identity(target)
-    if here is not None and any(_identity(p) == here for p in inputs if p != "-"):
+    if any(same_output(target, p) for p in inputs if p != "-"):
         return f"{path}: is one of the inputs; refusing to overwrite it"
     folder = target.parent
     while not folder.exists() and folder != folder.parent:  # the folders that would be created
@@ -225,6 +230,12 @@ def output_problem(path: str | os.PathLike[str], *, inputs: Sequence[str | os.Pa
     if not os.access(folder, os.W_OK | os.X_OK):
         return f"{path}: cannot write (no permission to write in {folder})"
     return None
+
+
+def inside(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is the folder ``folder`` or lies somewhere inside it (links followed)."""
+    p, f = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
+    return p == f or f in p.parents or (_identity(f) is not None and _identity(p) == _identity(f))
 
 
 def same_output(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:

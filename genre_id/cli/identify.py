@@ -53,7 +53,13 @@ def _check_request(args: argparse.Namespace, files: list[str]) -> str | None:
         return f"--plot draws the timeline of one input; {len(files)} given"
     if args.out and args.plot and same_output(args.out, args.plot):
         return f"{args.plot}: --out and --plot name the same file"
-    return next((p for p in (output_problem(o, inputs=files) for o in (args.out, args.plot) if o) if p), None)
+    from ..model import DEFAULT_MODEL_DIR
+
+    # The database (and the files SQLite keeps beside it) and the model folder are inputs too.
+    inputs = [*files, *((args.db, *(args.db + s for s in ("-wal", "-shm", "-journal"))) if args.db else ())]
+    folders = [args.model or DEFAULT_MODEL_DIR]
+    return next((p for p in (output_problem(o, inputs=inputs, folders=folders) for o in (args.out, args.plot) if o)
+                 if p), None)
 
 
 def cmd_identify(args: argparse.Namespace) -> int:
@@ -65,15 +71,15 @@ def cmd_identify(args: argparse.Namespace) -> int:
         print(f"skipped {skipped} non-audio file{'s' if skipped != 1 else ''}", file=sys.stderr, flush=True)
     for folder in empty:  # in the place of its files: one line, and the others are still analysed
         fail(f"{folder}: is a directory with no audio files")
+    if args.match and not args.db:
+        from ..locations import default_db_path
+
+        args.db = str(default_db_path())
     problem = _check_request(args, files)
     if problem:
         fail(problem)
     if problem or not files:
         return EXIT_BAD_INPUT
-    if args.match and not args.db:
-        from ..locations import default_db_path
-
-        args.db = str(default_db_path())
     with ExitStack() as stack:
         try:  # the model and the database first: a missing one is one line, and no work is started
             analyzer = stack.enter_context(Analyzer.load(args.model, db=args.db, backend=args.backend,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -15,9 +16,11 @@ from .common import (
     add_scheduler_argument,
     command_line,
     fail,
+    inside,
     int_at_least,
     missing_extra,
     output_path,
+    output_problem,
     positive_int,
     saving,
 )
@@ -257,8 +260,10 @@ def _extend(args: argparse.Namespace, target: Path) -> int:
     if args.table:
         raise GenreIdError("--extend adds recordings (DATA), not a feature table")
     base = DEFAULT_MODEL_DIR if args.extend == "default" else Path(args.extend)
-    if base.resolve() == target.resolve():
-        raise GenreIdError(f"{args.out}: is the model being extended; write the extended model to another folder")
+    if inside(target, base) or inside(base, target):  # the base is read while the new model is written
+        what = "is" if inside(base, target) and inside(target, base) else "is inside" if inside(target, base) \
+            else "holds"
+        raise GenreIdError(f"{args.out}: {what} the model being extended; write the extended model to another folder")
 
     def load(feature_set: str):
         return _load_sets(args, list(args.data), feature_set)
@@ -395,9 +400,30 @@ def _cross_validate(args: argparse.Namespace) -> int:
     return EXIT_BAD_INPUT if failed else EXIT_OK
 
 
+def _report_out_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with ``evaluate --out DIR`` (one line), checked before any work; None when nothing is."""
+    from ..dataset import LABELS_FILE
+    from ..model import DEFAULT_MODEL_DIR
+
+    out = output_path(args.out)
+    if out.exists() and not out.is_dir():
+        return f"{args.out}: is not a folder; --out names the folder to write the report in"
+    folders = [args.model or DEFAULT_MODEL_DIR] if args.on else []
+    named = [args.on, args.labels, args.table, args.augment_from, *args.data, *args.also_train, *(args.split or ())]
+    inputs = [p for p in named if p] + [os.path.join(p, LABELS_FILE) for p in named if p and os.path.isdir(p)]
+    if args.split:
+        inputs += args.split[0].split(",")
+    written = [out / "report.md", out / "report.json", *(out.glob("confusion-*.png") if out.is_dir() else ())]
+    return next((p for p in (output_problem(f, inputs=inputs, folders=folders) for f in written) if p), None)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     if _need_training_extra("evaluate"):
         return EXIT_BAD_INPUT
+    if args.out:
+        problem = _report_out_problem(args)
+        if problem:
+            raise GenreIdError(problem)
     from ..dataset import read_split_list
     from ..evaluation import evaluate_folds, evaluate_split
     from ..report import summary_text, write_report

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..cache import file_digest
+from ..cache import UnreadableFile, file_digest
 from ..errors import AudioError
 from ..files import PathLike
 from ..textsafe import MAX_TAG_CHARS, clip
@@ -21,8 +21,12 @@ def file_sha256(path: PathLike) -> str:
 
     Raises :class:`AudioError` (file and problem) when it cannot be read.
     """
+    if os.path.isdir(path):
+        raise AudioError(f"{path}: is a directory, not an audio file")
     try:
         return file_digest(path)
+    except UnreadableFile as exc:  # missing, a FIFO, a device, too large: the message names the file
+        raise AudioError(str(exc)) from None
     except FileNotFoundError:
         raise AudioError(f"{path}: no such file") from None
     except IsADirectoryError:
