@@ -11,7 +11,6 @@ on stderr, ``error: FILE: problem``, never a traceback.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
