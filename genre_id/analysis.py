@@ -39,11 +39,7 @@ from .parallel import Executor, FileFailure, call_isolated, default_workers, map
 from .recognizer import AudioSource, Prediction, Recognizer, _encoded, check_source
 from .textsafe import path_fields
 
-__all__ = ["Analyzer", "Report", "ModelInfo", "STDIN_NAME"]
-
-#: The name of audio read from standard input in reports and messages.
-STDIN_NAME = "<stdin>"
-
+__all__ = ["Analyzer", "Report", "ModelInfo"]
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -180,7 +176,7 @@ class Analyzer(AbstractContextManager):
 
     @classmethod
     def load(cls, model: PathLike | None = None, *, db: PathLike | None = None, backend: str = "numpy",
-             top: int = 3, workers: int | None = None, executor: Executor | None = None) -> "Analyzer":
+             top: int | None = None, workers: int | None = None, executor: Executor | None = None) -> "Analyzer":
         """Load a model folder (default: the shipped model) and open the fingerprint database ``db`` if given.
 
         The database must exist (it is opened read-only in spirit: nothing is

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import sys
 import re
 import tempfile
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ __all__ = [
     "MAX_STREAM_BYTES",
     "AudioInfo",
     "AudioStream",
+    "open_stdin",
     "open_stream",
     "info",
     "load",
@@ -198,6 +200,16 @@ def _stream_name(source: Any) -> str:
         pass
     name = getattr(source, "name", None)
     return _one_line(name) if isinstance(name, str) and name else "<stream>"
+
+
+def open_stdin() -> "AudioStream":
+    """Standard input as an :class:`AudioStream` named ``<stdin>`` (read to its end now).
+
+    Raises :class:`AudioError` when the program was started without one (``<&-``).
+    """
+    if sys.stdin is None:
+        raise AudioError("<stdin>: standard input is closed")
+    return open_stream(sys.stdin.buffer, name="<stdin>")
 
 
 def open_stream(

@@ -113,7 +113,7 @@ class Recognizer:
     as you like; nothing is set up again between calls.
     """
 
-    def __init__(self, bundle: ModelBundle | Ensemble, *, top: int = 3) -> None:
+    def __init__(self, bundle: ModelBundle | Ensemble, *, top: int | None = None) -> None:
         self.bundle = bundle
         sets = []
         for member in bundle.members:
@@ -125,10 +125,15 @@ class Recognizer:
                 raise FeatureVersionError(f"{member.path}: {exc}") from None
         #: What the model hears: for an ensemble, its members' feature sets side by side.
         self.feature_set: FeatureSet = combine(sets)
-        self.top = top
+        n = len(bundle.labels)
+        if top is not None and not (isinstance(top, int) and 1 <= top <= n):
+            raise GenreIdError(f"--top must be from 1 to {n} (the model's genres), not {top}")
+        #: How many genres :attr:`Prediction.top` lists (default 3, or every genre when the model has fewer).
+        self.top = min(3, n) if top is None else top
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str] | None = None, *, backend: str = "numpy", top: int = 3) -> "Recognizer":
+    def load(cls, path: str | os.PathLike[str] | None = None, *, backend: str = "numpy",
+             top: int | None = None) -> "Recognizer":
         """Load a model folder (default: the shipped model).
 
         ``backend="numpy"`` (default) never imports TensorFlow; ``"keras"``

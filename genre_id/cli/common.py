@@ -260,13 +260,12 @@ def saving(path: str | os.PathLike[str]) -> Iterator[None]:
 
 # -- inputs --------------------------------------------------------------------------------------------
 
-def expand_inputs(paths: Sequence[str]) -> tuple[list[str], int, list[str]]:
-    """The files to analyse for ``paths`` (``-`` for stdin kept as is), how many non-audio files were skipped,
-    and the folders among ``paths`` that hold no audio file.
+def expand_inputs(paths: Sequence[str], *, quiet: bool = False) -> tuple[list[str], list[str]]:
+    """The files to analyse for ``paths`` (``-`` for stdin kept as is), and the folders among them with no audio.
 
-    A folder is searched recursively, in sorted order, for files with an
-    audio extension (:data:`genre_id.audio.SUPPORTED_EXTENSIONS`); hidden
-    files and folders are passed over, other files are counted as skipped.  A
+    A folder is searched by :func:`genre_id.folders.walk_audio`; how many
+    other files it held is said on stderr (unless ``quiet``), and each folder
+    without audio is one error line there.  A
     file named on the command line is always kept (whatever its name), and a
     missing one is kept too, so that it is reported in its turn.
     """
@@ -284,4 +283,8 @@ def expand_inputs(paths: Sequence[str]) -> tuple[list[str], int, list[str]]:
         skipped += scan.skipped
         if not scan.files:
             empty.append(p)
-    return files, skipped, empty
+    if skipped and not quiet:
+        print(f"skipped {skipped} non-audio file{'s' if skipped != 1 else ''}", file=sys.stderr, flush=True)
+    for folder in empty:  # in the place of its files: one line, and the others are still analysed
+        fail(f"{folder}: is a directory with no audio files")
+    return files, empty

@@ -30,14 +30,13 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
                    help="write the results to FILE (atomically) instead of stdout ('-': stdout, as without it)")
     p.add_argument("--plot", metavar="FILE.png",
                    help="draw the genre timeline (every window's probabilities) as a PNG; one input only")
-    p.add_argument("--model", default=None, metavar="PATH", help="model folder (default: the shipped model)")
+    p.add_argument("--model", metavar="PATH", help="model folder (default: the shipped model)")
     p.add_argument("--backend", choices=("numpy", "keras"), default="numpy",
                    help="evaluate the network with numpy (default, fast start) or Keras")
     p.add_argument("--no-timeline", action="store_true", help="omit the per-window timeline of long audio (text)")
-    p.add_argument("--db", default=None, metavar="PATH", help="fingerprint database: also name the recording")
-    p.add_argument("--match", action="store_true",
-                   help="also name the recording, with the database 'genre-id index add' fills by default "
-                        "($GENRE_ID_DB, else the user data folder; see 'genre-id cache info')")
+    p.add_argument("--db", metavar="PATH", help="fingerprint database: also name the recording")
+    p.add_argument("--match", action="store_true", help="also name the recording, with the database 'genre-id index "
+                   "add' fills by default ($GENRE_ID_DB, else the user data folder; see 'genre-id cache info')")
     p.add_argument("--workers", type=positive_int, default=None, metavar="N",
                    help="processes analysing (default: one per core): one file each, or, "
                         "for a single input (a file or -) of 4 minutes or more, its windows")
@@ -64,37 +63,29 @@ def _check_request(args: argparse.Namespace, files: list[str]) -> str | None:
 
 def cmd_identify(args: argparse.Namespace) -> int:
     from ..analysis import Analyzer
+    from ..audio import open_stdin
+    from ..locations import default_db_path
+    from .plot import plot_timeline
 
     args.out = None if args.out == "-" else args.out  # as most tools read it: standard output
-    files, skipped, empty = expand_inputs(args.files)
-    if skipped and not args.quiet:
-        print(f"skipped {skipped} non-audio file{'s' if skipped != 1 else ''}", file=sys.stderr, flush=True)
-    for folder in empty:  # in the place of its files: one line, and the others are still analysed
-        fail(f"{folder}: is a directory with no audio files")
+    files, empty = expand_inputs(args.files, quiet=args.quiet)
     if args.match and not args.db:
-        from ..locations import default_db_path
-
         args.db = str(default_db_path())
-    problem = _check_request(args, files)
-    if problem:
+    if problem := _check_request(args, files):
         fail(problem)
     if problem or not files:
         return EXIT_BAD_INPUT
     with ExitStack() as stack:
         try:  # the model and the database first: a missing one is one line, and no work is started
-            analyzer = stack.enter_context(Analyzer.load(args.model, db=args.db, backend=args.backend,
+            analyzer = stack.enter_context(Analyzer.load(args.model, db=args.db, backend=args.backend, top=args.top,
                                                          workers=args.workers, executor=getattr(args, "executor", None)))
-            labels = analyzer.labels
-            if args.top is not None and not 1 <= args.top <= len(labels):
-                raise GenreIdError(f"--top must be from 1 to {len(labels)} (the model's genres), not {args.top}")
-            analyzer.recognizer.top = min(3, len(labels)) if args.top is None else args.top
         except GenreIdError as exc:
             fail(str(exc))
             return EXIT_BAD_INPUT
         sources: list[object] = list(files)
         if "-" in files:
             try:
-                sources[files.index("-")] = _stdin(stack)
+                sources[files.index("-")] = stack.enter_context(open_stdin())
             except GenreIdError as exc:  # the other inputs are still analysed
                 fail(str(exc))
                 if len(files) == 1:
@@ -102,43 +93,27 @@ def cmd_identify(args: argparse.Namespace) -> int:
                 sources.remove("-")
                 empty.append("-")
         if args.verbose:
-            m = analyzer.model
-            where = analyzer.recognizer.bundle.path or "built in"
+            m, where = analyzer.model, analyzer.recognizer.bundle.path or "built in"
             print(f"model {one_line(m.name)} version {one_line(m.version)} ({one_line(where)}); {len(files)} "
                   f"input{'s' if len(files) != 1 else ''}", file=sys.stderr, flush=True)
-        fmt, layout = get_format(args.format), Layout(tuple(labels), args.db is not None, not args.no_timeline)
+        fmt, layout = get_format(args.format), Layout(analyzer.model.labels, args.db is not None, not args.no_timeline)
         bar = stack.enter_context(closing(progress(len(files), quiet=args.quiet, description="identifying")))
         collected: list[str] = []  # the output, when it goes to --out
         emit = collected.append if args.out else (lambda text: (bar.write(text, file=sys.stdout), sys.stdout.flush()))
-        header = fmt.header(layout)
-        if header is not None:
+        if (header := fmt.header(layout)) is not None:
             emit(header)
         bad, internal, answered = bool(empty), False, 0
         for report in analyzer.analyze_many(sources):
             bar.update()
-            if not report.ok:
+            if not report.ok:  # one line naming the file; the others go on
                 bar.write(f"error: {one_line(report.error)}", file=sys.stderr)
-                sys.stderr.flush()
-                internal |= report.internal
-                bad |= not report.internal
+                internal, bad = internal or report.internal, bad or not report.internal
                 continue
             answered += 1
             emit(fmt.report(report, layout))
             if args.plot:
-                from .plot import plot_timeline
-
                 plot_timeline(report.prediction, args.plot, title=report.source)
         if args.out and answered:
             write_output(args.out, "".join(line + "\n" for line in collected).encode("utf-8", "surrogateescape"))
     return EXIT_INTERNAL if internal else EXIT_BAD_INPUT if bad else EXIT_OK
 
-
-def _stdin(stack: ExitStack):
-    """Standard input as an open audio stream (read to its end once)."""
-    from ..analysis import STDIN_NAME
-    from ..audio import open_stream
-    from ..errors import AudioError
-
-    if sys.stdin is None:  # the program was started with its standard input closed
-        raise AudioError(f"{STDIN_NAME}: standard input is closed")
-    return stack.enter_context(open_stream(sys.stdin.buffer, name=STDIN_NAME))
