@@ -231,7 +231,7 @@ async function listen() {
   const status = $("countdown");
   showError("");
   if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-    showError("This browser cannot record here (the page needs http://127.0.0.1 or https).");
+    showError("This browser cannot record here (the page must be opened as localhost, 127.0.0.1 or over HTTPS).");
     return;
   }
   let stream;
