@@ -59,7 +59,7 @@ function render(report, title) {
   showError("");
   $("result").hidden = false;
   $("result-title").textContent = report.genre + " (" + pct(report.confidence) + ")";
-  const sub = el("span", "source", " " + title);
+  const sub = el("span", "source", title);
   $("result-title").append(sub);
   const bars = $("bars");
   bars.replaceChildren(...topOf(report.probabilities, 5).map(([g, p]) => bar(g, p)));
