@@ -503,3 +503,16 @@ def test_browser_screenshots_at_360_and_1280_px(browser, server, mini_dir, tmp_p
         browser.save_screenshot(str(shot))
         shutil.copy(shot, out / shot.name)
         assert shot.stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_same_answers(make_server, analyzer, metal):
+    srv = make_server(workers=2, processes=True)
+    expected = analyzer.analyze(metal).to_dict()
+    with ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(lambda _: srv.post(metal.read_bytes(), ctype="audio/flac"), range(3)))
+    for status, _, d in answers:
+        assert status == 200 and {**d, "file": expected["file"]} == expected
+    status, _, d = srv.post(b"not audio at all", ctype="audio/wav")
+    assert status == 422 and d["error"].startswith("upload: ")
+    assert srv.idle()

@@ -5,7 +5,7 @@ size is counted (413 as soon as the limit is passed, the file removed), then
 judged by decoding it (422 with one line for text, truncated, empty, too
 short or silent audio).  Requests are admitted up to ``workers`` running
 analyses plus ``queue_size`` waiting ones (503 with ``Retry-After`` past
-that); analyses run in a thread pool of ``workers`` threads so the event loop
+that); analyses run in a pool of ``workers`` threads or processes so the event loop
 keeps answering, each with a time limit (504).  Every response is JSON or one
 of the page's three files; no response carries a traceback or a server path.
 """
@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import os
 import re
 import shutil
+import signal
 import tempfile
 import unicodedata
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from functools import partial
 from importlib import resources
 from typing import Any
 
@@ -167,22 +170,63 @@ def _top_k(d: dict[str, Any], k: int) -> None:
         item["top"] = [{"genre": g, "probability": p} for g, p in best]
 
 
+def _analyze(analyzer: Analyzer, path: str, size: int, name: str, folder: str) -> dict[str, Any] | tuple[int, str]:
+    """In a worker thread or process: the report's JSON for the upload at ``path``, or (status, message)."""
+    if size == 0:
+        return 422, f"{name}: the upload is empty"
+    try:
+        with open(path, "rb") as fh:
+            report = analyzer.analyze(AudioStream(fh, name=name, size=size), name=name)
+    except Exception as exc:  # a bug: logged here, said in one line without details there
+        log.exception("analysing %s failed", name)
+        return 500, f"{name}: internal error ({type(exc).__name__})"
+    if report.internal:
+        log.error("analysing %s: %s", name, report.error)
+        return 500, f"{name}: internal error"
+    if not report.ok:
+        return 422, str(report.error).replace(folder, "")
+    return report.to_dict()
+
+
+#: The analyzer of a worker process (forked with it: shared pages, no second load).
+_PROCESS_ANALYZER: Analyzer | None = None
+
+
+def _process_init() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle; it stops the pool
+
+
+def _process_analyze(path: str, size: int, name: str, folder: str) -> dict[str, Any] | tuple[int, str]:
+    assert _PROCESS_ANALYZER is not None
+    return _analyze(_PROCESS_ANALYZER, path, size, name, folder)
+
+
 class _Service:
     """The state behind the routes: the analyzer, the admission count, the thread pool, the temporary folder."""
 
     def __init__(self, analyzer: Analyzer, *, max_upload_bytes: int, queue_size: int, timeout_seconds: float,
-                 workers: int) -> None:
+                 workers: int, processes: bool) -> None:
         self.analyzer = analyzer
+        self.processes = processes
         self.max_upload_bytes = int(max_upload_bytes)
         self.capacity = int(workers) + int(queue_size)
         self.timeout = float(timeout_seconds)
         self.workers = int(workers)
         self.admitted = 0
-        self.pool: ThreadPoolExecutor | None = None
+        self.pool: ThreadPoolExecutor | ProcessPoolExecutor | None = None
         self.folder: str | None = None
 
     def start(self) -> None:
-        self.pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="genre-id-analysis")
+        global _PROCESS_ANALYZER
+        if self.processes:
+            _PROCESS_ANALYZER = self.analyzer
+            pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("fork"),
+                                       initializer=_process_init)
+            for done in [pool.submit(os.getpid) for _ in range(self.workers)]:  # forked now, before any upload
+                done.result()
+            self.pool = pool
+        else:
+            self.pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="genre-id-analysis")
         self.folder = tempfile.mkdtemp(prefix="genre-id-web-")  # private: mode 0700
 
     def stop(self) -> None:
@@ -190,23 +234,6 @@ class _Service:
             self.pool.shutdown(wait=True, cancel_futures=True)
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
-
-    def _analyze(self, upload: _Upload, name: str) -> dict[str, Any] | tuple[int, str]:
-        """In a worker thread: the report's JSON, or (status, message)."""
-        if upload.size == 0:
-            return 422, f"{name}: the upload is empty"
-        try:
-            with open(upload.path, "rb") as fh:
-                report = self.analyzer.analyze(AudioStream(fh, name=name, size=upload.size), name=name)
-        except Exception as exc:  # a bug: logged here, said in one line without details there
-            log.exception("analysing %s failed", name)
-            return 500, f"{name}: internal error ({type(exc).__name__})"
-        if report.internal:
-            log.error("analysing %s: %s", name, report.error)
-            return 500, f"{name}: internal error"
-        if not report.ok:
-            return 422, str(report.error).replace(self.folder or "\0", "")
-        return report.to_dict()
 
     async def identify(self, request: Request) -> Response:
         if self.admitted >= self.capacity:
@@ -220,7 +247,7 @@ class _Service:
             await self._receive(request, upload)
             name = safe_name(upload.filename if upload.filename is not None else request.query_params.get("name"))
             loop = asyncio.get_running_loop()
-            job = loop.run_in_executor(self.pool, self._analyze, upload, name)
+            job = loop.run_in_executor(self.pool, *self._job(upload, name))
             handed_over = True
             job.add_done_callback(lambda _f, u=upload: self._release(u))  # the file is the thread's until it ends
             try:
@@ -247,6 +274,12 @@ class _Service:
                 if upload is not None:
                     upload.remove()
                 self.admitted -= 1
+
+    def _job(self, upload: _Upload, name: str) -> tuple[Any, ...]:
+        folder = self.folder or "\0"
+        if self.processes:
+            return _process_analyze, upload.path, upload.size, name, folder
+        return partial(_analyze, self.analyzer), upload.path, upload.size, name, folder
 
     def _release(self, upload: _Upload) -> None:
         upload.remove()
@@ -335,8 +368,13 @@ async def _internal(request: Request, exc: Exception) -> Response:
 
 def create_app(analyzer: Analyzer, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
                queue_size: int = DEFAULT_QUEUE_SIZE, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
-               workers: int = 1) -> Starlette:
+               workers: int = 1, processes: bool = False) -> Starlette:
     """The application serving ``analyzer``: ``workers`` analyses at once, ``queue_size`` more waiting.
+
+    The analyses run in ``workers`` threads, or with ``processes`` (POSIX)
+    in ``workers`` processes forked with the loaded analyzer when the
+    application starts: the numpy model holds Python's lock for much of its
+    work, so only processes use several cores.
 
     The thread pool and the private temporary folder live from the
     application's startup to its shutdown (its lifespan).
@@ -344,7 +382,8 @@ def create_app(analyzer: Analyzer, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD
     if max_upload_bytes < 1 or queue_size < 0 or timeout_seconds <= 0 or workers < 1:
         raise ValueError("max_upload_bytes, workers and timeout_seconds must be positive, queue_size not negative")
     service = _Service(analyzer, max_upload_bytes=max_upload_bytes, queue_size=queue_size,
-                       timeout_seconds=timeout_seconds, workers=workers)
+                       timeout_seconds=timeout_seconds, workers=workers,
+                       processes=processes and "fork" in multiprocessing.get_all_start_methods())
     from contextlib import asynccontextmanager
 
     @asynccontextmanager

@@ -38,6 +38,16 @@ DEFAULT_CLIP = "metal/metal.00002.flac"
 
 
 def rss_mb(pid: int) -> float:
+    """Resident memory of ``pid`` and its child processes (the worker processes), MB; shared pages count twice."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            children = [int(c) for c in f.read().split()]
+    except OSError:
+        children = []
+    return _own_rss_mb(pid) + sum(_own_rss_mb(c) for c in children)
+
+
+def _own_rss_mb(pid: int) -> float:
     try:
         with open(f"/proc/{pid}/status") as f:
             return next((int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS")), 0.0)
