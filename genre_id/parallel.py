@@ -50,7 +50,8 @@ from typing import Any, TypeVar
 from .errors import GenreIdError
 
 __all__ = ["FileFailure", "Executor", "LocalExecutor", "map_files", "call_isolated", "default_workers",
-           "use_executor", "current_executor", "keep_arrays_on_the_heap", "map_ahead", "WorkerDiedError", "CtrlCHeld"]
+           "use_executor", "current_executor", "keep_arrays_on_the_heap", "map_ahead", "WorkerDiedError", "CtrlCHeld",
+           "forked_pool", "can_fork"]
 
 R = TypeVar("R")
 
@@ -270,6 +271,39 @@ def _new_pool(workers: int, *, threads: int) -> Any:
 
     return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_worker_init, initargs=(threads,))
+
+
+def _forked_init() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool
+
+
+def forked_pool(workers: int) -> Any:
+    """A pool of ``workers`` processes forked from this one now, for a long-running server.
+
+    Forking shares what this process has loaded (a model, its weights) page
+    by page instead of loading it again in each worker; the processes are
+    started before this returns, while the server has no open uploads.
+    Needs the ``fork`` start method (not on Windows or macOS by default):
+    :class:`ValueError` otherwise.  Workers ignore Ctrl-C; the parent stops
+    them with ``shutdown``.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        raise ValueError("worker processes need the 'fork' start method here")
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
+                               initializer=_forked_init)
+    for started in [pool.submit(os.getpid) for _ in range(workers)]:
+        started.result()
+    return pool
+
+
+def can_fork() -> bool:
+    """Whether :func:`forked_pool` can start processes on this system."""
+    import multiprocessing
+
+    return "fork" in multiprocessing.get_all_start_methods()
 
 
 @contextmanager

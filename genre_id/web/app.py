@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
 import os
 import re
 import shutil
-import signal
 import tempfile
 import unicodedata
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from functools import partial
 from importlib import resources
 from typing import Any
@@ -34,6 +32,7 @@ from starlette.routing import Route
 
 from ..analysis import Analyzer
 from ..audio import AudioStream
+from ..parallel import can_fork, forked_pool
 
 __all__ = ["create_app", "DEFAULT_MAX_UPLOAD_BYTES", "DEFAULT_QUEUE_SIZE", "DEFAULT_TIMEOUT_SECONDS"]
 
@@ -192,10 +191,6 @@ def _analyze(analyzer: Analyzer, path: str, size: int, name: str, folder: str) -
 _PROCESS_ANALYZER: Analyzer | None = None
 
 
-def _process_init() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle; it stops the pool
-
-
 def _process_analyze(path: str, size: int, name: str, folder: str) -> dict[str, Any] | tuple[int, str]:
     assert _PROCESS_ANALYZER is not None
     return _analyze(_PROCESS_ANALYZER, path, size, name, folder)
@@ -213,18 +208,14 @@ class _Service:
         self.timeout = float(timeout_seconds)
         self.workers = int(workers)
         self.admitted = 0
-        self.pool: ThreadPoolExecutor | ProcessPoolExecutor | None = None
+        self.pool: Executor | None = None
         self.folder: str | None = None
 
     def start(self) -> None:
         global _PROCESS_ANALYZER
         if self.processes:
             _PROCESS_ANALYZER = self.analyzer
-            pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("fork"),
-                                       initializer=_process_init)
-            for done in [pool.submit(os.getpid) for _ in range(self.workers)]:  # forked now, before any upload
-                done.result()
-            self.pool = pool
+            self.pool = forked_pool(self.workers)  # forked now, with the loaded model, before any upload
         else:
             self.pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="genre-id-analysis")
         self.folder = tempfile.mkdtemp(prefix="genre-id-web-")  # private: mode 0700
@@ -383,7 +374,7 @@ def create_app(analyzer: Analyzer, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD
         raise ValueError("max_upload_bytes, workers and timeout_seconds must be positive, queue_size not negative")
     service = _Service(analyzer, max_upload_bytes=max_upload_bytes, queue_size=queue_size,
                        timeout_seconds=timeout_seconds, workers=workers,
-                       processes=processes and "fork" in multiprocessing.get_all_start_methods())
+                       processes=processes and can_fork())
     from contextlib import asynccontextmanager
 
     @asynccontextmanager
