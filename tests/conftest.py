@@ -1,26 +1,42 @@
-"""Shared fixtures: where the real GTZAN clips are, synthetic audio, the default model."""
+"""Shared fixtures: where the real GTZAN clips are, synthetic audio, the default model; and the ``train`` marker."""
 
 from __future__ import annotations
 
-import sys
+import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts" / "bench"))  # the development-data lookup and measuring helpers
-
-from bench_common import shared_data_dir  # noqa: E402
+from genre_id.config import AnalysisConfig
+from shared_data import ROOT, shared_data_dir  # noqa: F401  (ROOT: the tests import it from here)
 
 SHARED_DATA = shared_data_dir()
 #: The shipped models' analysis: 30 s windows at 22050 Hz, at least 3 s of audio.
-from genre_id.config import AnalysisConfig  # noqa: E402
-
 CONFIG = AnalysisConfig.for_window(sample_rate=22050, window_seconds=30.0)
 MINI = SHARED_DATA / "gtzan_mini"
 TABLE = SHARED_DATA / "gtzan_features_30_sec.csv"
 SPLIT = SHARED_DATA / "gtzan_split"
+
+#: The modules of the ``train`` extra (pyproject.toml), by import name.
+TRAIN_EXTRA = ("tensorflow", "keras", "librosa", "sklearn")
+
+
+def missing_train_extra() -> list[str]:
+    """The modules of the ``train`` extra that are not installed (none on a full install)."""
+    return [m for m in TRAIN_EXTRA if importlib.util.find_spec(m) is None]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``train`` skip, saying why, where the ``train`` extra is not installed (a base + test install)."""
+    missing = missing_train_extra()
+    if not missing:
+        return
+    skip = pytest.mark.skip(reason=f"needs the 'train' extra (pip install -e '.[train]'): "
+                                   f"{', '.join(missing)} not installed")
+    for item in items:
+        if item.get_closest_marker("train") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session", autouse=True)

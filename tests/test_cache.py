@@ -205,6 +205,7 @@ def test_a_cache_write_that_fails_leaves_no_empty_folders(tmp_path, monkeypatch)
     assert list((tmp_path / "cache").iterdir()) == []
 
 
+@pytest.mark.train
 def test_a_cache_folder_that_cannot_be_written_is_said_once_and_not_used(tmp_path):
     import sys
 

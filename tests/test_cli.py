@@ -65,6 +65,7 @@ def test_a_bad_model_path_is_one_line(tmp_path):
     assert out.returncode == 2 and out.stderr.strip().count("\n") == 0 and "no such model folder" in out.stderr
 
 
+@pytest.mark.train
 @pytest.mark.slow
 def test_train_from_a_folder_then_identify_with_the_new_model(tmp_path):
     """Two synthetic 'genres' (low tones vs noise bursts); one broken file is skipped, not fatal."""
@@ -94,6 +95,7 @@ def test_train_from_a_folder_then_identify_with_the_new_model(tmp_path):
     assert json.loads(res.stdout)["genre"] == "low", res.stderr
 
 
+@pytest.mark.train
 @pytest.mark.slow
 def test_train_from_the_table_rebuilds_an_equivalent_table_member(tmp_path, table_path):
     """The shipped ensemble's levelfree member, rebuilt from the table (without augmentation: faster)."""
@@ -200,6 +202,7 @@ def test_identify_after_a_broken_pool_keeps_internal_errors_internal(tmp_path):
     assert out.returncode == 1, "a bug is an internal error, whichever path found it"
 
 
+@pytest.mark.train
 def test_train_refuses_an_out_folder_that_is_not_a_model_before_training(tmp_path, table_path):
     out_dir = tmp_path / "my documents"
     out_dir.mkdir()

@@ -434,7 +434,6 @@ def test_out_and_plot_that_cannot_be_written(tmp_path, clips, capsys, monkeypatc
 @pytest.fixture()
 def quick_training(monkeypatch):
     """``train`` without the data and the training: the shipped model stands for the trained one."""
-    pytest.importorskip("keras")
     from genre_id.cli import train as train_cli
     from genre_id.model import load_bundle
 
@@ -447,6 +446,7 @@ def quick_training(monkeypatch):
     monkeypatch.setattr("genre_id.training.fit", lambda data, **kw: load_bundle(DEFAULT_MODEL_DIR / "levelfree"))
 
 
+@pytest.mark.train
 @pytest.mark.parametrize("failure, words", [(_enospc, "No space left on device"), (_eacces, "Permission denied")])
 def test_a_model_that_cannot_be_saved(tmp_path, capsys, monkeypatch, quick_training, failure, words):
     from genre_id import model
@@ -459,6 +459,7 @@ def test_a_model_that_cannot_be_saved(tmp_path, capsys, monkeypatch, quick_train
     assert list((tmp_path / "models").iterdir()) == [], "no temporary folder left"
 
 
+@pytest.mark.train
 def test_a_model_out_path_that_is_a_symlink_is_followed(tmp_path, capsys, quick_training):
     from genre_id.cli import main
 

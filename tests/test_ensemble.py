@@ -50,6 +50,7 @@ def test_fusion_rules():
         fuse([p, q], rule="max")
 
 
+@pytest.mark.train
 def test_an_ensemble_folder_loads_and_fuses_its_members(members, tmp_path):
     root, lf, msd = members
     out = save_ensemble([lf, msd], tmp_path / "ens", fusion="geometric-mean", metadata={"name": "ens"})
@@ -66,6 +67,7 @@ def test_an_ensemble_folder_loads_and_fuses_its_members(members, tmp_path):
     assert rec.feature_set.name == "levelfree+musicnn-msd" and rec.feature_set.n_features == 251
 
 
+@pytest.mark.train
 def test_members_must_agree(members, tmp_path):
     root, lf, msd = members
     other = save_bundle(fit(_toy("musicnn-msd", seed=3, labels=("a", "b", "d")),
@@ -139,6 +141,7 @@ def test_weights_and_temperature_of_the_fusion():
         fuse([p, q], rule="geometric-mean", temperature=0.0)
 
 
+@pytest.mark.train
 def test_an_ensemble_keeps_its_weights_and_temperature_and_refuses_bad_ones(members, tmp_path):
     root, lf, msd = members
     out = save_ensemble([lf, msd], tmp_path / "ens", fusion="geometric-mean", weights=[0.25, 0.75], temperature=0.8)
@@ -157,6 +160,7 @@ def test_an_ensemble_keeps_its_weights_and_temperature_and_refuses_bad_ones(memb
             load_bundle(out)
 
 
+@pytest.mark.train
 def test_an_ensemble_written_inside_one_of_its_members_is_refused_and_nothing_changes(members):
     root, lf, msd = members
     before = sorted(p.name for p in lf.iterdir())
@@ -166,6 +170,7 @@ def test_an_ensemble_written_inside_one_of_its_members_is_refused_and_nothing_ch
     assert sorted(p.name for p in lf.iterdir()) == before and load_bundle(lf).name == "lf"
 
 
+@pytest.mark.train
 def test_an_ensemble_that_cannot_load_is_named_as_the_user_named_it(members, tmp_path):
     root, lf, msd = members
     odd = tmp_path / "odd"

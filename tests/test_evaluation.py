@@ -45,6 +45,7 @@ def test_permutation_importance_finds_the_informative_group():
     assert list(imp) == ["signal", "noise"] and imp["signal"] > 0.3 and abs(imp["noise"]) < 1e-9
 
 
+@pytest.mark.train
 @pytest.mark.slow
 def test_split_protocol_on_the_real_table(table_path, split_dir):
     from genre_id.dataset import read_table
@@ -60,6 +61,7 @@ def test_split_protocol_on_the_real_table(table_path, split_dir):
     assert r.confusion().sum() == 290
 
 
+@pytest.mark.train
 def test_folds_give_no_credit_for_memorising_tracks():
     rng = np.random.default_rng(1)
     n_tracks, per = 60, 3
@@ -74,6 +76,7 @@ def test_folds_give_no_credit_for_memorising_tracks():
     assert r.accuracy < 0.8, "windows of one track never sit on both sides"
 
 
+@pytest.mark.train
 @pytest.mark.slow
 def test_evaluate_command_writes_a_report(tmp_path, table_path, split_dir):
     out = tmp_path / "report"
@@ -115,6 +118,7 @@ def _pool(feature_set: str, *, seed: int) -> Dataset:
                    origin=np.asarray(origin))
 
 
+@pytest.mark.train
 def test_grouped_cv_never_trains_on_a_scored_units_rows_and_fits_the_fusion_on_held_out_predictions(monkeypatch):
     import genre_id.evaluation as ev
 
@@ -155,6 +159,7 @@ def test_fit_fusion_weighs_the_better_member_up_and_sharpens_an_underconfident_o
     assert weights[0] > 0.8 and temperature < 1.0
 
 
+@pytest.mark.train
 @pytest.mark.slow
 def test_evaluate_cv_command_scores_each_set_and_keeps_groups_together(tmp_path):
     """`evaluate A B --cv 2 --also-train C`: one report for A and B together and one per set; C never scored."""
@@ -193,6 +198,7 @@ def test_evaluate_cv_command_scores_each_set_and_keeps_groups_together(tmp_path)
     assert (out / "report.md").is_file() and len(list(out.glob("confusion-*.png"))) == 3
 
 
+@pytest.mark.train
 def test_a_report_that_cannot_be_written_leaves_no_files_or_folders(tmp_path, monkeypatch):
     import errno
     import os
@@ -215,6 +221,7 @@ def test_a_report_that_cannot_be_written_leaves_no_files_or_folders(tmp_path, mo
     assert list(tmp_path.iterdir()) == []  # the PNG written first is gone, and the folders made for it
 
 
+@pytest.mark.train
 @pytest.mark.parametrize("failing_call", [1, 2, 3])
 def test_a_report_that_cannot_be_written_leaves_the_previous_report_as_it_was(tmp_path, monkeypatch, failing_call):
     import errno
@@ -242,6 +249,7 @@ def test_a_report_that_cannot_be_written_leaves_the_previous_report_as_it_was(tm
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths), "no temporary file left"
 
 
+@pytest.mark.train
 def test_the_summary_never_calls_a_genre_without_examples_weak():
     from genre_id.evaluation import score_predictions
     from genre_id.report import summary_text

@@ -24,6 +24,7 @@ def _own_labels(root, mini_dir, labels, count):
     return rest
 
 
+@pytest.mark.train
 @pytest.mark.slow
 def test_extending_a_model_adds_a_new_label_and_keeps_the_old_ones(mini_dir, tmp_path):
     from genre_id import Recognizer
@@ -62,6 +63,7 @@ def test_a_model_without_its_training_features_says_it_cannot_be_extended(tmp_pa
         load_pool(tmp_path)
 
 
+@pytest.mark.train
 @pytest.mark.slow
 def test_the_shipped_model_learns_a_new_label_from_a_few_recordings(tmp_path):
     """``--extend default``: both members retrained with their stored features; fusion kept; old genres kept."""
@@ -104,6 +106,7 @@ def test_a_hostile_pool_file_is_one_line_never_unpickled_or_waited_on(tmp_path, 
         load_pool(tmp_path)
 
 
+@pytest.mark.train
 def test_the_extended_model_never_replaces_the_model_it_extends(tmp_path):
     import shutil
 

@@ -36,6 +36,7 @@ def toy_model(tmp_path_factory):
     return data, bundle, out
 
 
+@pytest.mark.train
 def test_training_learns_and_stops_on_validation_loss(toy_model):
     data, bundle, _ = toy_model
     meta = bundle.metadata
@@ -46,6 +47,7 @@ def test_training_learns_and_stops_on_validation_loss(toy_model):
     assert np.allclose(mean, data.x.mean(axis=0), rtol=0.05, atol=30)
 
 
+@pytest.mark.train
 def test_saved_folder_round_trips_and_records_what_made_it(toy_model):
     data, bundle, out = toy_model
     assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.keras", "pool.npz", "weights.npz"]
@@ -57,12 +59,14 @@ def test_saved_folder_round_trips_and_records_what_made_it(toy_model):
     np.testing.assert_allclose(loaded.predict_proba(data.x[:20]), bundle.network.predict_proba(data.x[:20]), atol=1e-6)
 
 
+@pytest.mark.train
 def test_numpy_and_keras_backends_agree(toy_model):
     data, _, out = toy_model
     fast, slow = load_bundle(out), load_bundle(out, backend="keras")
     np.testing.assert_allclose(fast.predict_proba(data.x), slow.predict_proba(data.x), atol=1e-5)
 
 
+@pytest.mark.train
 @pytest.mark.slow
 def test_backends_agree_on_real_clips(mini_features):
     x = np.vstack([r.values for r in mini_features.values()])
@@ -70,6 +74,7 @@ def test_backends_agree_on_real_clips(mini_features):
     np.testing.assert_allclose(fast.predict_proba(x), slow.predict_proba(x), atol=1e-5)
 
 
+@pytest.mark.train
 def test_a_failed_save_keeps_the_previous_model(toy_model, tmp_path, monkeypatch):
     data, bundle, out = toy_model
     target = tmp_path / "m"
@@ -196,6 +201,7 @@ def test_a_model_path_that_is_no_model_folder(tmp_path):
             Recognizer.load(path)
 
 
+@pytest.mark.train
 def test_a_keras_file_carrying_code_is_refused_and_never_run(tmp_path):
     from genre_id.keras_backend import import_keras, load_keras_model
 

@@ -54,6 +54,7 @@ def test_matches_original_tensorflow_graph(network, clips):
         assert np.ptp(expected_tags) > 0.1  # the reference is not degenerate
 
 
+@pytest.mark.train
 @pytest.mark.slow
 def test_keras_model_agrees_with_numpy(network, clips):
     from genre_id.keras_backend import build_musicnn
@@ -68,8 +69,10 @@ def test_keras_model_agrees_with_numpy(network, clips):
         np.testing.assert_allclose(penultimate, out.penultimate, rtol=0, atol=1e-4)
 
 
+@pytest.mark.train
 def test_log_mel_matches_librosa(clips):
-    librosa = pytest.importorskip("librosa")
+    import librosa
+
     for y in clips.values():
         y = y[: 10 * musicnn.SAMPLE_RATE + 123]  # an odd length: the last frame is partly padding
         ours = musicnn.log_mel_spectrogram(y, sr=musicnn.SAMPLE_RATE)

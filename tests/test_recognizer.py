@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -78,22 +83,57 @@ def test_features_of_another_version_are_refused(default_recognizer):
         default_recognizer.classify(stale)
 
 
-def test_the_recognizer_is_loaded_once_and_reused(monkeypatch):
-    import genre_id.recognizer as r
+#: Paths opened while a test listens (see _files_opened_under); None when none does.
+_opened: list[Path] | None = None
+_AUDIT_HOOKS: list = []
 
-    calls = []
-    real = r.load_bundle
-    monkeypatch.setattr(r, "load_bundle", lambda *a, **k: calls.append(1) or real(*a, **k))
-    rec = r.Recognizer.load()
-    assert calls == [1]
 
-    def no_reading(*a, **k):
-        raise AssertionError("the model was read again")
+def _record_opens(event: str, args: tuple) -> None:
+    if event == "open" and _opened is not None and isinstance(args[0], (str, bytes, os.PathLike)):
+        _opened.append(Path(os.fsdecode(args[0])).resolve())
 
-    monkeypatch.setattr(np, "load", no_reading)  # the weights are read with np.load
-    for seed in range(3):
-        rec.identify(tone(4.0, seed=seed), sample_rate=22050)
-    assert calls == [1]
+
+@contextmanager
+def _files_opened_under(*folders: Path):
+    """The files under ``folders`` that this process opens in the block (any way: open, os.open, np.load, zipfile)."""
+    global _opened
+    if _record_opens not in _AUDIT_HOOKS:  # an audit hook cannot be removed: add it once, listen when asked
+        sys.addaudithook(_record_opens)
+        _AUDIT_HOOKS.append(_record_opens)
+    seen: list[Path] = []
+    _opened = seen
+    try:
+        yield seen
+    finally:
+        _opened = None
+    seen[:] = [p for p in seen if any(p.is_relative_to(f.resolve()) for f in folders)]
+
+
+def test_the_recognizer_is_loaded_once_and_reused():
+    """Recognizer.load reads the model's files; identify never reads them again, however often it is called.
+
+    The default model is an ensemble whose musicnn member hears through the packaged MSD_musicnn
+    network: its weights are read on first use, once per process, and never after."""
+    import genre_id.musicnn as musicnn
+    from genre_id import Recognizer
+    from genre_id.model import DEFAULT_MODEL_DIR
+
+    musicnn._default_model.cache_clear()  # this test sees the first use, whatever ran before it
+    watched = (DEFAULT_MODEL_DIR, musicnn.WEIGHTS_DIR)
+    with _files_opened_under(*watched) as at_load:
+        rec = Recognizer.load()
+    with _files_opened_under(*watched) as at_first_use:
+        first = rec.identify(tone(4.0), sample_rate=22050)
+    with _files_opened_under(*watched) as afterwards:
+        again = [rec.identify(tone(4.0, seed=seed), sample_rate=22050) for seed in range(1, 4)]
+        assert rec.identify(tone(4.0), sample_rate=22050).probabilities == first.probabilities
+
+    members = [m.path for m in rec.bundle.members]
+    assert {p.relative_to(DEFAULT_MODEL_DIR.resolve()).as_posix() for p in at_load} >= {
+        "model.json", *(f"{m.name}/{f}" for m in members for f in ("model.json", "weights.npz"))}
+    assert at_first_use and all(p.is_relative_to(musicnn.WEIGHTS_DIR.resolve()) for p in at_first_use), at_first_use
+    assert afterwards == [], f"identify read the model again: {afterwards}"
+    assert all(p.genre in rec.labels for p in again)
 
 
 from genre_id.errors import GenreIdError  # noqa: E402

@@ -55,6 +55,7 @@ def _worst(rel: np.ndarray) -> str:
     return f"{COLUMNS[col]} (row {clip}): relative error {rel.flat[flat]:.3g}"
 
 
+@pytest.mark.train
 @pytest.mark.slow
 def test_numpy_engine_agrees_with_librosa_on_the_100_real_clips(mini_files, monkeypatch):
     """Every levelfree measured column to a relative 1e-4 on every clip; the tempo identical on every clip."""
@@ -104,6 +105,7 @@ EDGE_CASES = {
 }
 
 
+@pytest.mark.train
 @pytest.mark.parametrize("case", list(EDGE_CASES))
 def test_numpy_engine_agrees_with_librosa_on_edge_cases(case):
     ours, ref = _both_engines(EDGE_CASES[case]())
@@ -113,6 +115,7 @@ def test_numpy_engine_agrees_with_librosa_on_edge_cases(case):
     np.testing.assert_allclose(ours, ref, rtol=RTOL, atol=1e-12, equal_nan=True)
 
 
+@pytest.mark.train
 def test_a_single_impulse_agrees_to_float32_rounding():
     """Nearly constant spectra: the MFCCs beyond the first are rounding noise, so they agree to float32 precision.
 
@@ -135,6 +138,7 @@ def test_a_single_impulse_agrees_to_float32_rounding():
     (np.full(3 * 22050, np.nan, np.float32), "not finite"),
     (np.full(3 * 22050, 1e30, np.float32), "must be finite"),  # the power spectrum overflows float32
 ])
+@pytest.mark.train
 def test_both_engines_refuse_what_they_cannot_measure_with_the_same_words(samples, words):
     from librosa.util.exceptions import ParameterError
 

@@ -56,6 +56,7 @@ def test_the_musicnn_head_is_a_regularised_logistic_regression():
     assert cfg.hidden == () and cfg.seed == 3 and default_config("levelfree").hidden == (256, 128)
 
 
+@pytest.mark.train
 @pytest.mark.slow
 def test_a_small_folder_of_own_labels_trains_a_model_that_names_each_label(mini_dir, tmp_path):
     """4 labels x 6 real clips: musicnn-msd learns every label; unseen clips of each are named too."""

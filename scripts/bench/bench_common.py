@@ -1,9 +1,8 @@
-"""What the benchmarks (and the tests) share: the development data, and one table printer.
+"""What the benchmarks share: the development data (looked up as the tests do), a table cell, and measuring.
 
 The development data (``gtzan_mini/`` real clips, ``gtzan_features_30_sec.csv``
-and ``gtzan_split/``) is read from ``$GENRE_ID_SHARED_DATA``, else from
-``../shared/data`` beside the repository; it is never copied into the
-project, and where it is absent benchmarks and tests skip, saying so.
+and ``gtzan_split/``) is found by ``tests/shared_data.py``: ``$GENRE_ID_SHARED_DATA``,
+else ``../shared/data`` beside the repository; where it is absent benchmarks skip, saying so.
 """
 
 from __future__ import annotations
@@ -21,13 +20,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 if str(ROOT) not in sys.path:  # run from a checkout: use its genre_id
     sys.path.insert(0, str(ROOT))
+if str(ROOT / "tests") not in sys.path:  # the development-data lookup the tests use
+    sys.path.append(str(ROOT / "tests"))
+
+from shared_data import shared_data_dir  # noqa: E402
 
 __all__ = ["ROOT", "shared_data_dir", "verdict", "Measured", "run_measured", "env_with_checkout"]
-
-
-def shared_data_dir() -> Path:
-    """Where the development data lives: ``$GENRE_ID_SHARED_DATA``, else ``../shared/data`` beside the repository."""
-    return Path(os.environ.get("GENRE_ID_SHARED_DATA", ROOT.parent / "shared" / "data")).resolve()
 
 
 def verdict(ok: bool | None, *, passed: str = "pass", failed: str = "FAIL", info: str = "-") -> str:
