@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared_data import ROOT, shared_data_dir
+from shared_data import ROOT, shared_data_dir  # noqa: F401  (ROOT: the tests import it from here)
 
 SHARED_DATA = shared_data_dir()
 MINI = SHARED_DATA / "gtzan_mini"
