@@ -252,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
             zf.extractall(unpacked)
         import_weights(wheel, unpacked, args.out)
         if args.reference_fixture:
-            from genre_id.dataset import shared_data_dir
+            sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+            from shared_data import shared_data_dir
 
             data = (args.data or shared_data_dir()) / "gtzan_mini"
             reference_fixture(unpacked, data, args.fixture)
