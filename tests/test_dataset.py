@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -225,15 +226,8 @@ def test_an_oversized_split_list_is_refused(tmp_path, monkeypatch):
         ds.read_split_list(big)
 
 
-def test_one_folder_walker_skips_hidden_and_system_files_everywhere_and_ends_link_loops(tmp_path):
-    """Training, identify and index see the same files: no ``._x`` resource forks, ``.Trash``, ``__MACOSX`` ..."""
-    from genre_id.cli.common import expand_inputs
-    from genre_id.config import AnalysisConfig
-    from genre_id.dataset import load_folder
-    from genre_id.fingerprint.metadata import find_audio_files
-    from genre_id.training import TrainConfig, fit
-
-    root = tmp_path / "music"
+def _music_with_junk(root):
+    """Four tones in two label folders, among files and folders no command may use, and a link loop."""
     real = {"low/a.wav": 220.0, "low/sub/b.wav": 247.0, "high/c.wav": 1760.0, "high/d.wav": 1975.0}
     junk = ["low/._a.wav", "low/.Trash/x.wav", "high/__MACOSX/._c.wav", "high/$RECYCLE.BIN/y.wav",
             "high/@eaDir/c.wav", ".hidden/z.wav", "low/System Volume Information/w.wav"]
@@ -244,13 +238,32 @@ def test_one_folder_walker_skips_hidden_and_system_files_everywhere_and_ends_lin
     for name in junk:
         _write(root / name, tone(4.0, freq=3000.0), 22050)
     (root / "low" / "sub" / "loop").symlink_to(root / "low", target_is_directory=True)  # a link back up the tree
+    return sorted(str(root / n) for n in real)
 
-    want = sorted(str(root / n) for n in real)
+
+def test_one_folder_walker_skips_hidden_and_system_files_everywhere_and_ends_link_loops(tmp_path):
+    """Training, identify and index see the same files: no ``._x`` resource forks, ``.Trash``, ``__MACOSX`` ..."""
+    from genre_id.cli.common import expand_inputs
+    from genre_id.config import AnalysisConfig
+    from genre_id.dataset import load_folder
+    from genre_id.fingerprint.metadata import find_audio_files
+
+    root = tmp_path / "music"
+    want = _music_with_junk(root)
     assert sorted(str(p) for p in find_audio_files(root)) == want
     files, empty = expand_inputs([str(root)])
     assert sorted(files) == want and not empty
     data = load_folder(root, config=AnalysisConfig.for_window(sample_rate=22050, window_seconds=30.0),
                        cache_dir=None, workers=1, progress=False)
     assert sorted(set(data.groups.tolist())) == ["high/c", "high/d", "low/a", "low/sub/b"]
-    model = fit(data, config=TrainConfig(hidden=(), max_epochs=2, seed=0, refit=False))
-    assert model.metadata["training"]["data"]["tracks"] == 4
+
+
+@pytest.mark.train
+def test_a_model_trained_on_a_folder_with_hidden_and_system_files_learns_only_the_music(tmp_path):
+    from genre_id.cli import main
+
+    _music_with_junk(tmp_path / "music")
+    assert main(["train", str(tmp_path / "music"), "--out", str(tmp_path / "model"), "--max-epochs", "2", "-q",
+                 "--no-cache"]) == 0
+    meta = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert meta["training"]["data"]["tracks"] == 4 and meta["labels"] == ["high", "low"]

@@ -126,6 +126,7 @@ def test_the_extended_model_never_replaces_the_model_it_extends(tmp_path):
     assert sorted((p.name, p.stat().st_mtime_ns) for p in base.rglob("*")) == before
 
 
+@pytest.mark.train  # on a base install train refuses first, for another reason
 @pytest.mark.parametrize("extend, out", [("base", "base/levelfree"), ("link", "base/new"), ("link", "link/levelfree"),
                                          ("base/levelfree", "base")])
 def test_the_extended_model_is_never_written_inside_or_around_its_base(tmp_path, capsys, extend, out):
