@@ -275,7 +275,9 @@ def export(store: ResultStore, out: PathLike) -> int:
             import pyarrow as pa
             import pyarrow.parquet as pq
         except ImportError:
-            raise ModuleNotFoundError("Parquet export needs pyarrow (pip install pyarrow)", name="pyarrow") from None
+            from .errors import GenreIdError
+
+            raise GenreIdError(f"{out}: Parquet export needs pyarrow (pip install pyarrow)") from None
         table = pa.Table.from_pylist(rows, schema=None) if rows else pa.table({k: [] for k in ROW_FIELDS})
         with atomic_file(out, suffix=".parquet") as fh:
             pq.write_table(table, fh)
