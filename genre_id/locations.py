@@ -8,6 +8,7 @@ what                 environment variable        default (Linux; macOS and Windo
 ===================  ==========================  ==============================================
 feature cache        ``GENRE_ID_CACHE_DIR``      ``~/.cache/genre-id/features``
 fingerprint database ``GENRE_ID_DB``             ``~/.local/share/genre-id/fingerprints.sqlite``
+scan results         (``--results``)             ``~/.local/share/genre-id/genre-id-scan.sqlite``
 ===================  ==========================  ==============================================
 
 (``$XDG_CACHE_HOME`` and ``$XDG_DATA_HOME`` move the Linux defaults; on macOS
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["APP_NAME", "CACHE_ENV", "DB_ENV", "CacheUsage", "cache_usage", "clear_cache", "default_cache_dir",
-           "default_db_path"]
+           "default_db_path", "default_scan_path"]
 
 APP_NAME = "genre-id"
 CACHE_ENV = "GENRE_ID_CACHE_DIR"
@@ -52,6 +53,13 @@ def default_db_path() -> Path:
     import platformdirs
 
     return platformdirs.user_data_path(APP_NAME, appauthor=False) / "fingerprints.sqlite"
+
+
+def default_scan_path() -> Path:
+    """The results of ``genre-id scan``: ``genre-id-scan.sqlite`` in the platform's user data folder."""
+    import platformdirs
+
+    return platformdirs.user_data_path(APP_NAME, appauthor=False) / "genre-id-scan.sqlite"
 
 
 # A cache entry is ROOT/<namespace>/<first two hex digits>/<sha256>.npz (genre_id.cache.FeatureCache);

@@ -1,8 +1,8 @@
 """The ``genre-id`` command line: a thin layer over the library.
 
 One module per command family: :mod:`.identify`, :mod:`.train` (``train``
-and ``evaluate``), :mod:`.index` (the fingerprint database), :mod:`.cache` and :mod:`.serve`
-(the web page).
+and ``evaluate``), :mod:`.index` (the fingerprint database), :mod:`.cache`, :mod:`.serve`
+(the web page) and :mod:`.scan` (a whole library).
 Commands only parse their arguments, call the library and print.  Every
 command takes ``-q/--quiet`` and ``-v/--verbose``, and options anywhere
 among its file names.
@@ -76,7 +76,7 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import cache, identify, index, serve, train
+    from . import cache, identify, index, scan, serve, train
 
     parser = Parser(prog="genre-id", description="Name the genre of music recordings.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_parser(sub, parents)
     cache.add_parser(sub, parents)
     serve.add_parser(sub, parents)
+    scan.add_parser(sub, parents)
     return parser
 
 

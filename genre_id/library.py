@@ -1,0 +1,418 @@
+"""Tag a whole music library: scan a folder into a SQLite store of results, write genre tags, undo them.
+
+:class:`ResultStore` keeps one row per file (path, size, mtime, content hash,
+the model's answer, and what tag writing changed).  :func:`scan` walks a
+folder (:func:`genre_id.folders.walk_audio`) and analyses only what is new:
+
+* a file whose size, modification time and model are unchanged is skipped
+  without decoding or hashing it;
+* a file that changed is hashed and analysed again;
+* a file at a new path whose content hash is already stored (a move, a
+  copy) takes the stored result without being analysed.
+
+Results are written in batches, one transaction each, so an interrupted
+scan (Ctrl-C, ``kill -9``) loses at most the batch in flight; the next scan
+goes on from there.
+
+:func:`write_tags` writes the stored genres into the files' tags (mutagen),
+on a copy in the same folder that then replaces the file; :func:`undo_tags`
+puts back what was there.  This module prints nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from .files import PathLike
+
+__all__ = ["QUICK_MIN_SECONDS", "ROW_FIELDS", "ResultStore", "ScanSummary", "TagChange", "display_genre", "export",
+           "scan", "undo_tags", "write_tags"]
+
+#: Files at least this long are judged from three windows with ``quick``.
+QUICK_MIN_SECONDS = 120.0
+#: Where the three ``quick`` windows start, as fractions of the duration.
+QUICK_POSITIONS = (0.2, 0.5, 0.8)
+
+ROW_FIELDS = ("path", "size", "mtime_ns", "sha256", "genre", "confidence", "top", "probabilities", "model_name",
+              "model_version", "duration", "error", "previous_genre", "tags_written")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT,
+    genre TEXT,
+    confidence REAL,
+    top TEXT,
+    probabilities TEXT,
+    model_name TEXT,
+    model_version TEXT,
+    duration REAL,
+    error TEXT,
+    previous_genre TEXT,
+    tags_written INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS results_sha256 ON results (sha256);
+"""
+
+
+class ResultStore:
+    """The SQLite file of scan results (WAL mode: readers do not block the scan)."""
+
+    def __init__(self, path: PathLike) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(self.path), timeout=30)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(_SCHEMA)
+        self.db.commit()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> "ResultStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def get(self, path: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT * FROM results WHERE path = ?", (path,)).fetchone()
+        return None if row is None else dict(row)
+
+    def by_hash(self, sha256: str, model_name: str, model_version: str) -> dict[str, Any] | None:
+        """A stored, analysed row with this content and model (any path)."""
+        row = self.db.execute("SELECT * FROM results WHERE sha256 = ? AND model_name = ? AND model_version = ? "
+                              "AND error IS NULL LIMIT 1", (sha256, model_name, model_version)).fetchone()
+        return None if row is None else dict(row)
+
+    def put_many(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Store ``rows`` in one transaction (all or none)."""
+        with self.db:
+            self.db.executemany(f"INSERT OR REPLACE INTO results ({', '.join(ROW_FIELDS)}) VALUES "
+                                f"({', '.join('?' * len(ROW_FIELDS))})",
+                                [tuple(r.get(k) for k in ROW_FIELDS) for r in rows])
+
+    def delete(self, paths: Iterable[str]) -> None:
+        with self.db:
+            self.db.executemany("DELETE FROM results WHERE path = ?", [(p,) for p in paths])
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        for row in self.db.execute("SELECT * FROM results ORDER BY path"):
+            yield dict(row)
+
+    def __len__(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+
+
+@dataclass
+class ScanSummary:
+    """What :func:`scan` did, file by file counted."""
+
+    files: int = 0  #: audio files found
+    unchanged: int = 0  #: skipped: same size, mtime and model
+    moved: int = 0  #: result copied from a stored file with the same content
+    analysed: int = 0  #: decoded and judged
+    failed: int = 0  #: analysed, with an error
+    removed: int = 0  #: rows of files under the folder that are gone
+    errors: list[str] = field(default_factory=list)
+
+
+def _stat_key(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
+
+
+def _result_fields(source: Any) -> dict[str, Any]:
+    """The result columns of a stored row, or of an analysed :class:`~genre_id.analysis.Report`."""
+    if isinstance(source, dict):
+        return {k: source[k] for k in ("genre", "confidence", "top", "probabilities", "duration", "error",
+                                        "previous_genre", "tags_written")}
+    if source.prediction is None:
+        return {"error": source.error, "tags_written": 0}
+    p = source.prediction
+    return {"genre": p.genre, "confidence": float(p.confidence),
+            "top": json.dumps([[g.genre, float(g.probability)] for g in p.top]),
+            "probabilities": json.dumps({k: float(v) for k, v in p.probabilities.items()}),
+            "duration": p.duration, "error": None, "tags_written": 0}
+
+
+def _quick_fields(analyzer: Any, path: str, duration: float, top: int) -> dict[str, Any]:
+    """The answer from three windows (20/50/80 %) of a long file: their probabilities averaged."""
+    from .audio import load
+
+    rate, length = analyzer.config.sample_rate, analyzer.config.window_seconds
+    sums: dict[str, float] = {}
+    for position in QUICK_POSITIONS:
+        offset = max(0.0, min(duration * position - length / 2, duration - length))
+        samples, sr = load(path, sample_rate=rate, offset=offset, duration=length)
+        report = analyzer.analyze(samples, sample_rate=sr, name=path)
+        if report.prediction is None:
+            return {"error": report.error, "tags_written": 0}
+        for genre, p in report.prediction.probabilities.items():
+            sums[genre] = sums.get(genre, 0.0) + float(p) / len(QUICK_POSITIONS)
+    ranked = sorted(sums.items(), key=lambda kv: -kv[1])
+    return {"genre": ranked[0][0], "confidence": ranked[0][1], "top": json.dumps([list(kv) for kv in ranked[:top]]),
+            "probabilities": json.dumps(sums), "duration": duration, "error": None, "tags_written": 0}
+
+
+def _analyse(analyzer: Any, paths: list[str], *, quick: bool) -> Iterator[dict[str, Any]]:
+    """Result columns for each path, in order."""
+    long: dict[str, float] = {}
+    if quick:
+        from .audio import info
+        from .errors import GenreIdError
+
+        for path in paths:
+            try:
+                if (seconds := info(path).duration) >= QUICK_MIN_SECONDS:
+                    long[path] = seconds
+            except GenreIdError:
+                pass  # analysed fully, where the error is reported
+    whole = iter(analyzer.analyze_many([p for p in paths if p not in long]))
+    top = len(analyzer.labels)
+    for path in paths:
+        if path in long:
+            try:
+                yield _quick_fields(analyzer, path, long[path], top)
+            except Exception as exc:  # noqa: BLE001 — a bad file costs only its own row
+                yield {"error": f"{path}: {exc}", "tags_written": 0}
+        else:
+            yield _result_fields(next(whole))
+
+
+def scan(root: PathLike, analyzer: Any, store: ResultStore, *, batch: int = 50, quick: bool = False,
+         on_file: Callable[[str, str], None] | None = None) -> ScanSummary:
+    """Bring ``store`` up to date with the audio files under ``root``.
+
+    ``on_file(path, what)`` is called once per file as it is settled, with
+    ``what`` one of ``unchanged``, ``moved``, ``analysed``, ``failed``.
+    """
+    from .cache import UnreadableFile, file_digest
+    from .folders import walk_audio
+
+    model = analyzer.model
+    summary = ScanSummary()
+    paths = [os.path.abspath(p) for p in walk_audio(root).files]
+    summary.files = len(paths)
+    tell = on_file or (lambda path, what: None)
+    pending: list[tuple[str, dict[str, Any]]] = []  # files to analyse, with their identity columns
+    settled: list[dict[str, Any]] = []  # moved files, written with the next batch
+
+    def flush() -> None:
+        todo = pending[:batch]
+        del pending[:batch]
+        rows = list(settled)
+        settled.clear()
+        for (path, identity), result in zip(todo, _analyse(analyzer, [p for p, _ in todo], quick=quick)):
+            rows.append({**identity, **result})
+            what = "failed" if result.get("error") else "analysed"
+            summary.failed += what == "failed"
+            summary.analysed += what == "analysed"
+            if result.get("error"):
+                summary.errors.append(result["error"])
+            tell(path, what)
+        store.put_many(rows)
+
+    for path in paths:
+        try:
+            size, mtime_ns = _stat_key(path)
+        except OSError as exc:
+            summary.errors.append(f"{path}: {exc.strerror}")
+            continue
+        old = store.get(path)
+        if (old is not None and (old["size"], old["mtime_ns"]) == (size, mtime_ns)
+                and (old["model_name"], old["model_version"]) == (model.name, model.version)):
+            summary.unchanged += 1
+            tell(path, "unchanged")
+            continue
+        try:
+            digest = file_digest(path)
+        except (UnreadableFile, OSError) as exc:
+            summary.errors.append(str(exc))
+            continue
+        identity = {"path": path, "size": size, "mtime_ns": mtime_ns, "sha256": digest, "model_name": model.name,
+                    "model_version": model.version}
+        same = store.by_hash(digest, model.name, model.version)
+        if same is not None:
+            settled.append({**identity, **_result_fields(same)})
+            summary.moved += 1
+            tell(path, "moved")
+        else:
+            pending.append((path, identity))
+        if len(pending) >= batch or len(settled) >= batch:
+            flush()
+    while pending or settled:
+        flush()
+    found = set(paths)
+    top = os.path.join(os.path.abspath(root), "")
+    gone = [r["path"] for r in store.rows() if r["path"].startswith(top) and r["path"] not in found
+            and not os.path.exists(r["path"])]
+    store.delete(gone)
+    summary.removed = len(gone)
+    return summary
+
+
+# -- export ----------------------------------------------------------------------------------------
+
+
+def export(store: ResultStore, out: PathLike) -> int:
+    """Write every row to ``out``: CSV, or Parquet for a ``.parquet`` name (needs pyarrow).  Returns the rows."""
+    from .files import atomic_file
+
+    rows = list(store.rows())
+    if str(out).lower().endswith(".parquet"):
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            from .errors import GenreIdError
+
+            raise GenreIdError(f"{out}: Parquet export needs pyarrow (pip install pyarrow)") from None
+        table = pa.Table.from_pylist(rows, schema=None) if rows else pa.table({k: [] for k in ROW_FIELDS})
+        with atomic_file(out, suffix=".parquet") as fh:
+            pq.write_table(table, fh)
+        return len(rows)
+    import csv
+    import io
+
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=ROW_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    with atomic_file(out, suffix=".csv") as fh:
+        fh.write(text.getvalue().encode("utf-8", "surrogateescape"))
+    return len(rows)
+
+
+# -- tags ------------------------------------------------------------------------------------------
+
+_DISPLAY = {"hiphop": "Hip-Hop", "hip-hop": "Hip-Hop", "hip_hop": "Hip-Hop"}
+
+
+def display_genre(label: str) -> str:
+    """How a genre label is written into a tag: ``Hip-Hop`` for hiphop, else title case (``Rock``)."""
+    return _DISPLAY.get(label.lower(), label.replace("_", " ").title())
+
+
+@dataclass(frozen=True)
+class TagChange:
+    """One file's tag, as :func:`write_tags` or :func:`undo_tags` saw it."""
+
+    path: str
+    old: str | None  #: the genre tag before (None: none)
+    new: str | None  #: the genre tag after (None: removed)
+    written: bool  #: the file was changed
+    error: str | None = None  #: why it could not be (one line)
+
+
+def _read_genre(path: str) -> str | None:
+    import mutagen
+
+    f = mutagen.File(path, easy=True)
+    if f is None:
+        raise ValueError("not a file whose tags mutagen knows")
+    values = (f.tags or {}).get("genre") if f.tags is not None else None
+    return "; ".join(values) if values else None
+
+
+def _set_genre(path: str, genre: str | None) -> None:
+    """Set (or, with None, delete) the genre tag, on a copy in the same folder that then replaces the file."""
+    import shutil
+
+    import mutagen
+
+    folder, name = os.path.split(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=os.path.splitext(name)[1], dir=folder or ".")
+    os.close(fd)
+    try:
+        shutil.copy2(path, tmp)  # the content, mode and times
+        f = mutagen.File(tmp, easy=True)
+        if f is None:
+            raise ValueError("not a file whose tags mutagen knows")
+        if f.tags is None:
+            f.add_tags()
+        if genre is None:
+            if "genre" in f.tags:
+                del f.tags["genre"]
+        else:
+            f.tags["genre"] = [genre]
+        f.save()
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _after_write(store: ResultStore, row: dict[str, Any], **changes: Any) -> None:
+    """Store the file's new identity (so the next scan skips it) and ``changes``."""
+    from .cache import file_digest
+
+    size, mtime_ns = _stat_key(row["path"])
+    store.put_many([{**row, "size": size, "mtime_ns": mtime_ns, "sha256": file_digest(row["path"]), **changes}])
+
+
+def _problem(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def write_tags(store: ResultStore, *, min_confidence: float = 0.6, overwrite: bool = False,
+               apply: bool = False) -> Iterator[TagChange]:
+    """The genre tag each stored, confident result would get; written with ``apply``.
+
+    Only rows with a confidence of at least ``min_confidence``; a file that
+    has a genre is left alone unless ``overwrite``.  The tag the file had
+    before the first write is recorded, for :func:`undo_tags`.
+    """
+    for row in list(store.rows()):
+        if row["error"] or row["genre"] is None or row["confidence"] < min_confidence:
+            continue
+        path, new = row["path"], display_genre(row["genre"])
+        try:
+            old = _read_genre(path)
+        except Exception as exc:  # noqa: BLE001 — one file's problem, reported
+            yield TagChange(path, None, new, False, _problem(exc))
+            continue
+        if old == new or (old is not None and not overwrite):
+            continue
+        if not apply:
+            yield TagChange(path, old, new, False)
+            continue
+        try:
+            _set_genre(path, new)
+        except Exception as exc:  # noqa: BLE001
+            yield TagChange(path, old, new, False, _problem(exc))
+            continue
+        previous = row["previous_genre"] if row["tags_written"] else old
+        _after_write(store, row, previous_genre=previous, tags_written=1)
+        yield TagChange(path, old, new, True)
+
+
+def undo_tags(store: ResultStore) -> Iterator[TagChange]:
+    """Put back the genre tags :func:`write_tags` replaced (removing the tag where there was none)."""
+    for row in list(store.rows()):
+        if not row["tags_written"]:
+            continue
+        path, previous = row["path"], row["previous_genre"]
+        try:
+            current = _read_genre(path)
+            _set_genre(path, previous)
+        except Exception as exc:  # noqa: BLE001
+            yield TagChange(path, None, previous, False, _problem(exc))
+            continue
+        _after_write(store, row, previous_genre=None, tags_written=0)
+        yield TagChange(path, current, previous, True)
