@@ -37,9 +37,10 @@ def atomic_file(path: PathLike, *, suffix: str = "") -> Iterator[BinaryIO]:
     safe with several processes writing at once).  On any error the
     temporary file is removed and ``path`` is untouched.  Something at
     ``path`` that is not a regular file (a device, a FIFO, a folder) is
-    never replaced: :class:`FileExistsError`.  The file gets the
-    permissions of any new file (0666 less the umask, usually 0644), not the
-    private 0600 of a temporary file.
+    never replaced: :class:`FileExistsError`.  A file that replaces an
+    existing one keeps its permissions and owner; a new one gets those of
+    any new file (0666 less the umask, usually 0644), not the private 0600
+    of a temporary file.
     """
     with atomic_files([path], suffix=suffix) as (fh,):
         yield fh
@@ -53,11 +54,13 @@ def atomic_files(paths: Sequence[PathLike], *, suffix: str = "") -> Iterator[lis
     into place, so a failure (a full disk) leaves every previous file as it was.
     """
     targets = [Path(p) for p in paths]
+    previous: list[os.stat_result | None] = []
     for target in targets:
         try:
             st = os.stat(target)
-        except OSError:
+        except FileNotFoundError:
             st = None
+        previous.append(st)
         if st is not None and not stat.S_ISREG(st.st_mode):  # a device, a FIFO, a folder: never replaced
             raise FileExistsError(errno.EEXIST, "exists and is not a regular file", str(target))
         try:
@@ -67,11 +70,16 @@ def atomic_files(paths: Sequence[PathLike], *, suffix: str = "") -> Iterator[lis
     handles: list[BinaryIO] = []
     temporary: list[str] = []
     try:
-        for target in targets:
+        for target, st in zip(targets, previous):
             fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
             temporary.append(tmp)
             handles.append(os.fdopen(fd, "wb"))
-            os.fchmod(fd, 0o666 & ~_umask())
+            os.fchmod(fd, 0o666 & ~_umask() if st is None else stat.S_IMODE(st.st_mode))
+            if st is not None and hasattr(os, "fchown") and (st.st_uid, st.st_gid) != (os.getuid(), os.getgid()):
+                try:
+                    os.fchown(fd, st.st_uid, st.st_gid)  # the replaced file's owner keeps it
+                except PermissionError:
+                    pass
         yield handles
         for fh in handles:
             fh.flush()

@@ -673,3 +673,25 @@ def test_a_closed_or_full_standard_output_is_one_line_and_exit_2(tmp_path, clips
     quiet = subprocess.run([*CLI, "identify", str(tmp_path / "nonexist.flac")], env=ENV, preexec_fn=_closing(2),
                            stdout=subprocess.PIPE, timeout=600)
     assert quiet.returncode == 2 and quiet.stdout == b"", quiet
+
+
+def test_an_output_through_a_link_keeps_the_files_owner_and_mode_and_a_broken_link_is_refused(tmp_path, clips):
+    """A link to a private file of another user: the answer replaces its content, never widens it; a link to
+    nothing or a loop of links is refused (no folders made where it points)."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("old\n")
+    os.chmod(secret, 0o600)
+    os.chown(secret, 65534, 65534)  # nobody
+    (tmp_path / "to-secret.txt").symlink_to(secret)
+    res = run(["identify", str(clips[0]), "--out", "to-secret.txt", "--no-timeline"], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    st = os.stat(secret)
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o600, 65534, 65534)
+    assert secret.read_text().startswith(str(clips[0])) and (tmp_path / "to-secret.txt").is_symlink()
+    (tmp_path / "dangling.txt").symlink_to(tmp_path / "new" / "deep" / "made.txt")
+    (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
+    for name, words in (("dangling.txt", "a link to nothing"), ("loop1", "a loop of links")):
+        res = run(["identify", str(clips[0]), "--out", name], cwd=tmp_path)
+        assert res.returncode == 2 and res.stderr.count("\n") == 1 and words in res.stderr, res.stderr
+    assert not (tmp_path / "new").exists() and (tmp_path / "loop1").is_symlink()

@@ -212,6 +212,12 @@ def output_problem(path: str | os.PathLike[str], *, inputs: Sequence[str | os.Pa
     Every file in the input ``folders`` (a model folder) is an input, and
     nothing is written inside one.
     """
+    if Path(path).is_symlink():
+        try:
+            os.stat(path)
+        except OSError as exc:  # a loop, or a link to nothing: never replaced, never followed into new folders
+            what = "a loop of links" if exc.errno == errno.ELOOP else "a link to nothing"
+            return f"{path}: is {what}; refusing to write there"
     target = output_path(path)
     folder = next((f for f in folders if inside(path, f)), None)
     if folder is not None:
