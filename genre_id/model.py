@@ -374,11 +374,16 @@ def save_ensemble(members: Sequence[str | os.PathLike[str]], path: str | os.Path
     names = [str(b.feature_set["name"]) for b in bundles]
     if len(set(names)) != len(names):
         raise ModelError("ensemble members must use different feature sets")
-    target = Path(path).resolve()
+    try:
+        target = Path(path).resolve()
+    except (RuntimeError, OSError):  # Python reports a loop of links as a RuntimeError
+        raise ModelError(f"{path}: is a loop of links; refusing to write there") from None
     for bundle in bundles:
         folder = Path(bundle.path).resolve()
         if target == folder or folder in target.parents:
             raise ModelError(f"{path}: an ensemble cannot be written inside its member {bundle.path}")
+        if target in folder.parents:  # replacing it would rewrite the member while copying it
+            raise ModelError(f"{path}: holds the member {bundle.path}; write the ensemble to another folder")
 
     def write(tmp: Path) -> None:
         for bundle, name in zip(bundles, names):

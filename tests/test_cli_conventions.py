@@ -11,6 +11,7 @@ import os
 import signal
 import stat
 import subprocess
+from pathlib import Path
 import sys
 import textwrap
 import time
@@ -695,3 +696,30 @@ def test_an_output_through_a_link_keeps_the_files_owner_and_mode_and_a_broken_li
         res = run(["identify", str(clips[0]), "--out", name], cwd=tmp_path)
         assert res.returncode == 2 and res.stderr.count("\n") == 1 and words in res.stderr, res.stderr
     assert not (tmp_path / "new").exists() and (tmp_path / "loop1").is_symlink()
+
+
+def test_the_file_behind_standard_input_and_a_linked_databases_side_files_are_inputs(tmp_path, clips):
+    """`identify - --out x.flac < x.flac` and `--db link --out TARGET-journal` would destroy what they read."""
+    from genre_id.fingerprint import FingerprintIndex
+
+    clip = tmp_path / "x.wav"
+    clip.write_bytes(Path(clips[0]).read_bytes())
+    with open(clip, "rb") as stdin:
+        res = subprocess.run([*CLI, "identify", "-", "--out", "x.wav"], stdin=stdin, capture_output=True, text=True,
+                             cwd=tmp_path, env=ENV, timeout=300)
+    assert res.returncode == 2 and "is one of the inputs" in res.stderr, res.stderr
+    assert clip.read_bytes() == Path(clips[0]).read_bytes()
+    with FingerprintIndex.open(tmp_path / "fp.sqlite") as ix:
+        ix.add(clip)
+    (tmp_path / "fplink.sqlite").symlink_to(tmp_path / "fp.sqlite")
+    for side in ("-journal", "-wal", "-shm"):
+        res = run(["identify", "x.wav", "--db", "fplink.sqlite", "--out", f"fp.sqlite{side}"], cwd=tmp_path)
+        assert res.returncode == 2 and "is one of the inputs" in res.stderr, res.stderr
+        assert not (tmp_path / f"fp.sqlite{side}").exists()
+
+
+def test_evaluate_out_through_a_broken_link_is_refused_before_any_work(tmp_path, mini_dir):
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere" / "report")
+    res = run(["evaluate", "--on", str(mini_dir), "--out", "dangling"], cwd=tmp_path)
+    assert res.returncode == 2 and "a link to nothing" in res.stderr and res.stdout == "", res.stderr
+    assert not (tmp_path / "nowhere").exists()

@@ -168,6 +168,13 @@ def test_an_ensemble_written_inside_one_of_its_members_is_refused_and_nothing_ch
         with pytest.raises(ModelError, match="cannot be written inside its member"):
             save_ensemble([lf, msd], out, fusion="geometric-mean")
     assert sorted(p.name for p in lf.iterdir()) == before and load_bundle(lf).name == "lf"
+    with pytest.raises(ModelError, match="holds the member"):  # the folder around a member
+        save_ensemble([lf, msd], lf.parent, fusion="geometric-mean")
+    (root / "loop1").symlink_to(root / "loop2")
+    (root / "loop2").symlink_to(root / "loop1")
+    with pytest.raises(ModelError, match="a loop of links"):
+        save_ensemble([lf, msd], root / "loop1", fusion="geometric-mean")
+    assert load_bundle(lf).name == "lf" and (root / "loop1").is_symlink()
 
 
 @pytest.mark.train

@@ -17,7 +17,8 @@ from ..errors import GenreIdError
 from ..textsafe import one_line
 
 __all__ = ["EXIT_OK", "EXIT_INTERNAL", "EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "OutputError", "Parser",
-           "command_line", "common_options", "expand_inputs", "fail", "int_at_least", "missing_extra",
+           "command_line", "common_options", "expand_inputs", "fail", "input_paths", "broken_link_problem",
+           "int_at_least", "missing_extra",
            "inside", "output_file", "output_path", "output_problem", "same_output", "positive_int", "progress", "write_output", "add_scheduler_argument", "SCHEDULER_VARIABLE",
            "executor_for"]
 
@@ -202,6 +203,18 @@ def _identity(path: str | os.PathLike[str]) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+def broken_link_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path``, a link to nothing or a loop of links, is never written (one line); None for anything else."""
+    if not Path(path).is_symlink():
+        return None
+    try:
+        os.stat(path)
+    except OSError as exc:  # never replaced, never followed into new folders
+        what = "a loop of links" if exc.errno == errno.ELOOP else "a link to nothing"
+        return f"{path}: is {what}; refusing to write there"
+    return None
+
+
 def output_problem(path: str | os.PathLike[str], *, inputs: Sequence[str | os.PathLike[str]] = (),
                    folders: Sequence[str | os.PathLike[str]] = ()) -> str | None:
     """Why the output file ``path`` cannot be written (one line), checked before any work; None when it can.
@@ -212,12 +225,9 @@ def output_problem(path: str | os.PathLike[str], *, inputs: Sequence[str | os.Pa
     Every file in the input ``folders`` (a model folder) is an input, and
     nothing is written inside one.
     """
-    if Path(path).is_symlink():
-        try:
-            os.stat(path)
-        except OSError as exc:  # a loop, or a link to nothing: never replaced, never followed into new folders
-            what = "a loop of links" if exc.errno == errno.ELOOP else "a link to nothing"
-            return f"{path}: is {what}; refusing to write there"
+    problem = broken_link_problem(path)
+    if problem:
+        return problem
     target = output_path(path)
     folder = next((f for f in folders if inside(path, f)), None)
     if folder is not None:
@@ -236,6 +246,16 @@ def output_problem(path: str | os.PathLike[str], *, inputs: Sequence[str | os.Pa
     if not os.access(folder, os.W_OK | os.X_OK):
         return f"{path}: cannot write (no permission to write in {folder})"
     return None
+
+
+def input_paths(files: Sequence[str], *, db: str | os.PathLike[str] | None = None) -> list[str]:
+    """What a command reads, for :func:`output_problem`: its ``files`` (``-``: the file behind ``<``, if any) and
+    the SQLite database ``db`` with the files SQLite keeps beside it (beside the file a link points to)."""
+    paths = ["/dev/stdin" if f == "-" else str(f) for f in files]
+    if db:
+        real = os.path.realpath(db)
+        paths += [os.fspath(db), real, *(real + s for s in ("-wal", "-shm", "-journal"))]
+    return paths
 
 
 def inside(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> bool:

@@ -10,7 +10,7 @@ from ..errors import GenreIdError
 from ..formats import FORMATS, Layout, get_format
 from ..textsafe import one_line
 from .common import (EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, add_scheduler_argument, expand_inputs, fail,
-                     output_problem, positive_int, progress, same_output, write_output)
+                     input_paths, output_problem, positive_int, progress, same_output, write_output)
 
 __all__ = ["add_parser", "cmd_identify"]
 
@@ -54,11 +54,9 @@ def _check_request(args: argparse.Namespace, files: list[str]) -> str | None:
         return f"{args.plot}: --out and --plot name the same file"
     from ..model import DEFAULT_MODEL_DIR
 
-    # The database (and the files SQLite keeps beside it) and the model folder are inputs too.
-    inputs = [*files, *((args.db, *(args.db + s for s in ("-wal", "-shm", "-journal"))) if args.db else ())]
-    folders = [args.model or DEFAULT_MODEL_DIR]
-    return next((p for p in (output_problem(o, inputs=inputs, folders=folders) for o in (args.out, args.plot) if o)
-                 if p), None)
+    inputs, folders = input_paths(files, db=args.db), [args.model or DEFAULT_MODEL_DIR]
+    return next(filter(None, (output_problem(o, inputs=inputs, folders=folders) for o in (args.out, args.plot) if o)),
+                None)
 
 
 def cmd_identify(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from .common import (
     EXIT_BAD_INPUT,
     EXIT_OK,
     add_scheduler_argument,
+    broken_link_problem,
     command_line,
     fail,
     inside,
@@ -405,6 +406,9 @@ def _report_out_problem(args: argparse.Namespace) -> str | None:
     from ..dataset import LABELS_FILE
     from ..model import DEFAULT_MODEL_DIR
 
+    problem = broken_link_problem(args.out)
+    if problem:
+        return problem
     out = output_path(args.out)
     if out.exists() and not out.is_dir():
         return f"{args.out}: is not a folder; --out names the folder to write the report in"
