@@ -302,3 +302,13 @@ def test_a_new_database_that_cannot_be_made_leaves_no_empty_file(tmp_path, monke
     with pytest.raises(FingerprintDBError, match="disk is full"):
         SQLiteStore.open(db)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_database_path_that_is_a_broken_link_is_refused_and_nothing_is_made(tmp_path):
+    (tmp_path / "dangling.sqlite").symlink_to(tmp_path / "elsewhere" / "made.sqlite")
+    (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
+    for name in ("dangling.sqlite", "loop1"):
+        with pytest.raises(FingerprintDBError, match="link to nothing"):
+            FingerprintIndex.open(tmp_path / name)
+    assert not (tmp_path / "elsewhere").exists() and (tmp_path / "loop1").is_symlink()

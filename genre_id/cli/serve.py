@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import socket
 import sys
 
 from ..errors import GenreIdError
@@ -15,13 +16,20 @@ WEB_EXTRA = "pip install 'genre-id[web]'"
 _WEB_MODULES = ("starlette", "uvicorn", "python_multipart")
 
 
+def _port(text: str) -> int:
+    port = int_at_least(0)(text)
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"must be at most 65535, not {port}")
+    return port
+
+
 def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", parents=parents, help="serve the web page and JSON API (the web extra)",
                        description="Serve a web page that names the genre of a recording (from the microphone or a "
                                    "file) and its JSON API, until Ctrl-C. See docs/web.md.")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int_at_least(0), default=8000, help="port (default 8000; 0: any free port)")
+    p.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0: any free port)")
     p.add_argument("--model", metavar="PATH", help="model folder (default: the shipped model)")
     p.add_argument("--db", metavar="PATH", help="fingerprint database: also name the song")
     p.add_argument("--max-upload-mb", type=positive_int, default=200, metavar="MB",
@@ -69,9 +77,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server = uvicorn.Server(config)
         try:
             config.load()
-            sock = config.bind_socket()
-            sock.listen(config.backlog)  # connections made once the URL is printed wait for the server
-        except (OSError, SystemExit) as exc:
+            # bound here, not by uvicorn (which logs and exits): a bad host or port is our one line
+            sock = socket.create_server((args.host, args.port), backlog=config.backlog,
+                                        family=socket.AF_INET6 if ":" in args.host else socket.AF_INET)
+        except (OSError, OverflowError, SystemExit) as exc:
             fail(f"cannot listen on {args.host}:{args.port} ({getattr(exc, 'strerror', None) or exc})")
             return EXIT_BAD_INPUT
         host, port = sock.getsockname()[:2]

@@ -322,6 +322,8 @@ class SQLiteStore(FingerprintStore):
             raise FingerprintDBError(f"{p}: is a directory, not a fingerprint database")
         meta = None
         new = not p.exists()
+        if new and p.is_symlink():  # a link to nothing, or a loop: never followed to create a file where it points
+            raise FingerprintDBError(f"{p}: is a link to nothing (or a loop of links), not a fingerprint database")
         if new:
             if not create:
                 raise FingerprintDBError(f"{p}: no such fingerprint database (build one with 'genre-id index add')")
