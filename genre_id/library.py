@@ -315,9 +315,26 @@ class TagChange:
     error: str | None = None  #: why it could not be (one line)
 
 
+def _check_regular(path: str) -> None:
+    """Refuse (ValueError, one line) anything but a regular file of bounded size, before mutagen opens it.
+
+    A device would be read without end, a FIFO would hang the reader.
+    """
+    import stat
+
+    from .audio import MAX_STREAM_BYTES
+
+    st = os.stat(path)  # links followed: a link to a device is a device
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError("not a regular file")
+    if st.st_size > MAX_STREAM_BYTES:
+        raise ValueError(f"{st.st_size} bytes, more than the {MAX_STREAM_BYTES} an audio file may have")
+
+
 def _read_genre(path: str) -> str | None:
     import mutagen
 
+    _check_regular(path)
     f = mutagen.File(path, easy=True)
     if f is None:
         raise ValueError("not a file whose tags mutagen knows")
@@ -331,6 +348,7 @@ def _set_genre(path: str, genre: str | None) -> None:
 
     import mutagen
 
+    _check_regular(path)
     folder, name = os.path.split(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=os.path.splitext(name)[1], dir=folder or ".")
     os.close(fd)

@@ -276,3 +276,41 @@ def test_beets_plugin_names_genres(tmp_path):
     assert len(genres) == 3
     labels = {display_genre(g) for g in Analyzer.load().labels}
     assert all(line.split()[0] in labels and 0 < float(line.split()[1]) <= 1 for line in genres), genres
+
+
+def _stored(db: Path, *paths: Path, genre: str = "rock", tags_written: int = 0) -> None:
+    """Rows for ``paths`` as a scan would have left them (no analysis needed)."""
+    with ResultStore(db) as store:
+        store.put_many([{"path": str(p), "size": 1, "mtime_ns": 1, "sha256": "x", "genre": genre, "confidence": 0.99,
+                         "model_name": "m", "model_version": "1", "previous_genre": None,
+                         "tags_written": tags_written} for p in paths])
+
+
+def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run(["timeout", "-s", "KILL", str(int(timeout)), sys.executable, "-c", "import sys; from genre_id.cli import main; sys.exit(main())", *args],
+                          env=env, capture_output=True, text=True, timeout=timeout + 10)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+@pytest.mark.parametrize("mode", [(), ("--apply",), ("--undo",)])
+def test_tags_are_never_read_from_a_fifo_or_a_device(tmp_path, kind, mode):
+    lib = tmp_path / "sw"
+    lib.mkdir()
+    shutil.copyfile(CONFIDENT, lib / "a.flac")
+    odd = lib / "b.flac"
+    if kind == "fifo":
+        os.mkfifo(odd)
+    else:
+        try:
+            os.mknod(odd, 0o600 | __import__("stat").S_IFCHR, os.makedev(1, 5))  # /dev/zero
+        except PermissionError:
+            pytest.skip("no permission to make a device node")
+    db = tmp_path / "W.sqlite"
+    _stored(db, lib / "a.flac", odd, tags_written=int(mode == ("--undo",)))
+    action = ["--undo"] if mode == ("--undo",) else ["--write-tags", *mode]
+    done = _cli("scan", "--results", str(db), *action, timeout=60)
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {odd}: not a regular file"], done.stderr
+    assert "a.flac" in done.stdout  # the others go on
