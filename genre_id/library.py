@@ -27,12 +27,12 @@ import sqlite3
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 from .files import PathLike
 
 __all__ = ["QUICK_MIN_SECONDS", "ROW_FIELDS", "ResultStore", "ScanSummary", "TagChange", "display_genre", "export",
-           "scan", "undo_tags", "write_tags"]
+           "scan", "store_files", "undo_tags", "write_tags"]
 
 #: Files at least this long are judged from three windows with ``quick``.
 QUICK_MIN_SECONDS = 120.0
@@ -67,10 +67,22 @@ class ResultStore:
     """The SQLite file of scan results (WAL mode: readers do not block the scan)."""
 
     def __init__(self, path: PathLike) -> None:
+        from .errors import GenreIdError
+
         self.path = Path(path)
+        _check_store_file(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(str(self.path), timeout=30)
         self.db.row_factory = sqlite3.Row
+        try:
+            tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            columns = {r[1] for r in self.db.execute("PRAGMA table_info(results)")}
+        except sqlite3.DatabaseError:
+            self.db.close()
+            raise GenreIdError(f"{path}: not a results database") from None
+        if (tables and "results" not in tables) or ("results" in tables and not set(ROW_FIELDS) <= columns):
+            self.db.close()  # another program's database (a fingerprint database): never extended
+            raise GenreIdError(f"{path}: not a results database (a SQLite file of other tables)")
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
@@ -114,6 +126,40 @@ class ResultStore:
         return self.db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
 
 
+#: The first bytes of every SQLite 3 database.
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _check_store_file(path: Path) -> None:
+    """Refuse (one line) a results path that is not a SQLite file or nothing: a link to nothing, a loop, a folder,
+    a device, a FIFO, an audio file.  Read without blocking and without following a device."""
+    import errno
+
+    from .errors import GenreIdError
+    from .files import open_regular
+
+    if path.is_symlink():
+        try:
+            os.stat(path)
+        except OSError as exc:  # never follow a link to nothing into a new file
+            what = "a loop of links" if exc.errno == errno.ELOOP else "a link to nothing"
+            raise GenreIdError(f"{path}: is {what}; not a results database") from None
+    if not os.path.lexists(path):
+        return
+    if path.is_dir():
+        raise GenreIdError(f"{path}: is a folder, not a results database")
+    with open_regular(path, max_bytes=1 << 62, missing=f"{path}: no such file", error=GenreIdError) as fh:
+        head = fh.read(len(_SQLITE_HEADER))
+    if head and head != _SQLITE_HEADER:
+        raise GenreIdError(f"{path}: not a results database")
+
+
+def store_files(path: PathLike) -> list[str]:
+    """The results file and the files SQLite keeps beside it, links resolved."""
+    real = os.path.realpath(path)
+    return [real, *(real + s for s in ("-journal", "-wal", "-shm"))]
+
+
 @dataclass
 class ScanSummary:
     """What :func:`scan` did, file by file counted."""
@@ -122,7 +168,7 @@ class ScanSummary:
     unchanged: int = 0  #: skipped: same size, mtime and model
     moved: int = 0  #: result copied from a stored file with the same content
     analysed: int = 0  #: decoded and judged
-    failed: int = 0  #: analysed, with an error
+    failed: int = 0  #: not settled: unreadable, or analysed with an error (each one in ``errors``)
     removed: int = 0  #: rows of files under the folder that are gone
     errors: list[str] = field(default_factory=list)
 
@@ -202,7 +248,8 @@ def scan(root: PathLike, analyzer: Any, store: ResultStore, *, batch: int = 50, 
 
     model = analyzer.model
     summary = ScanSummary()
-    paths = [os.path.abspath(p) for p in walk_audio(root).files]
+    own = set(store_files(store.path))  # the results file itself, even with an audio name, is no recording
+    paths = [a for a in (os.path.abspath(p) for p in walk_audio(root).files) if os.path.realpath(a) not in own]
     summary.files = len(paths)
     tell = on_file or (lambda path, what: None)
     pending: list[tuple[str, dict[str, Any]]] = []  # files to analyse, with their identity columns
@@ -228,6 +275,8 @@ def scan(root: PathLike, analyzer: Any, store: ResultStore, *, batch: int = 50, 
             size, mtime_ns = _stat_key(path)
         except OSError as exc:
             summary.errors.append(f"{path}: {exc.strerror}")
+            summary.failed += 1
+            tell(path, "failed")
             continue
         old = store.get(path)
         if (old is not None and (old["size"], old["mtime_ns"]) == (size, mtime_ns)
@@ -239,6 +288,8 @@ def scan(root: PathLike, analyzer: Any, store: ResultStore, *, batch: int = 50, 
             digest = file_digest(path)
         except (UnreadableFile, OSError) as exc:
             summary.errors.append(str(exc))
+            summary.failed += 1
+            tell(path, "failed")
             continue
         identity = {"path": path, "size": size, "mtime_ns": mtime_ns, "sha256": digest, "model_name": model.name,
                     "model_version": model.version}
@@ -265,11 +316,18 @@ def scan(root: PathLike, analyzer: Any, store: ResultStore, *, batch: int = 50, 
 # -- export ----------------------------------------------------------------------------------------
 
 
-def export(store: ResultStore, out: PathLike) -> int:
-    """Write every row to ``out``: CSV, or Parquet for a ``.parquet`` name (needs pyarrow).  Returns the rows."""
+def export(store: ResultStore, out: PathLike | BinaryIO) -> int:
+    """Write every row to ``out``: CSV, or Parquet for a ``.parquet`` name (needs pyarrow).  Returns the rows.
+
+    ``out`` may be an open binary stream (standard output): CSV is written to it.
+    """
     from .files import atomic_file
 
     rows = list(store.rows())
+    if not isinstance(out, (str, bytes, os.PathLike)):
+        out.write(_csv(rows))
+        out.flush()
+        return len(rows)
     if str(out).lower().endswith(".parquet"):
         try:
             import pyarrow as pa
@@ -282,6 +340,12 @@ def export(store: ResultStore, out: PathLike) -> int:
         with atomic_file(out, suffix=".parquet") as fh:
             pq.write_table(table, fh)
         return len(rows)
+    with atomic_file(out, suffix=".csv") as fh:
+        fh.write(_csv(rows))
+    return len(rows)
+
+
+def _csv(rows: list[dict[str, Any]]) -> bytes:
     import csv
     import io
 
@@ -289,9 +353,7 @@ def export(store: ResultStore, out: PathLike) -> int:
     writer = csv.DictWriter(text, fieldnames=ROW_FIELDS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    with atomic_file(out, suffix=".csv") as fh:
-        fh.write(text.getvalue().encode("utf-8", "surrogateescape"))
-    return len(rows)
+    return text.getvalue().encode("utf-8", "surrogateescape")
 
 
 # -- tags ------------------------------------------------------------------------------------------
@@ -315,9 +377,26 @@ class TagChange:
     error: str | None = None  #: why it could not be (one line)
 
 
+def _check_regular(path: str) -> None:
+    """Refuse (ValueError, one line) anything but a regular file of bounded size, before mutagen opens it.
+
+    A device would be read without end, a FIFO would hang the reader.
+    """
+    import stat
+
+    from .audio import MAX_STREAM_BYTES
+
+    st = os.stat(path)  # links followed: a link to a device is a device
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError("not a regular file")
+    if st.st_size > MAX_STREAM_BYTES:
+        raise ValueError(f"{st.st_size} bytes, more than the {MAX_STREAM_BYTES} an audio file may have")
+
+
 def _read_genre(path: str) -> str | None:
     import mutagen
 
+    _check_regular(path)
     f = mutagen.File(path, easy=True)
     if f is None:
         raise ValueError("not a file whose tags mutagen knows")
@@ -331,6 +410,7 @@ def _set_genre(path: str, genre: str | None) -> None:
 
     import mutagen
 
+    _check_regular(path)
     folder, name = os.path.split(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=os.path.splitext(name)[1], dir=folder or ".")
     os.close(fd)

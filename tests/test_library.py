@@ -276,3 +276,154 @@ def test_beets_plugin_names_genres(tmp_path):
     assert len(genres) == 3
     labels = {display_genre(g) for g in Analyzer.load().labels}
     assert all(line.split()[0] in labels and 0 < float(line.split()[1]) <= 1 for line in genres), genres
+
+
+def _stored(db: Path, *paths: Path, genre: str = "rock", tags_written: int = 0) -> None:
+    """Rows for ``paths`` as a scan would have left them (no analysis needed)."""
+    with ResultStore(db) as store:
+        store.put_many([{"path": str(p), "size": 1, "mtime_ns": 1, "sha256": "x", "genre": genre, "confidence": 0.99,
+                         "model_name": "m", "model_version": "1", "previous_genre": None,
+                         "tags_written": tags_written} for p in paths])
+
+
+def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run(["timeout", "-s", "KILL", str(int(timeout)), sys.executable, "-c", "import sys; from genre_id.cli import main; sys.exit(main())", *args],
+                          env=env, capture_output=True, text=True, timeout=timeout + 10)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+@pytest.mark.parametrize("mode", [(), ("--apply",), ("--undo",)])
+def test_tags_are_never_read_from_a_fifo_or_a_device(tmp_path, kind, mode):
+    lib = tmp_path / "sw"
+    lib.mkdir()
+    shutil.copyfile(CONFIDENT, lib / "a.flac")
+    odd = lib / "b.flac"
+    if kind == "fifo":
+        os.mkfifo(odd)
+    else:
+        try:
+            os.mknod(odd, 0o600 | __import__("stat").S_IFCHR, os.makedev(1, 5))  # /dev/zero
+        except PermissionError:
+            pytest.skip("no permission to make a device node")
+    db = tmp_path / "W.sqlite"
+    _stored(db, lib / "a.flac", odd, tags_written=int(mode == ("--undo",)))
+    action = ["--undo"] if mode == ("--undo",) else ["--write-tags", *mode]
+    done = _cli("scan", "--results", str(db), *action, timeout=60)
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {odd}: not a regular file"], done.stderr
+    assert "a.flac" in done.stdout  # the others go on
+
+
+def _one_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def test_export_never_overwrites_the_results_a_recording_or_the_model(tmp_path, capsys):
+    lib = library(tmp_path / "d", 1)
+    audio_file = next(lib.iterdir())
+    db = tmp_path / "R.sqlite"
+    _stored(db, audio_file)
+    model = tmp_path / "M"
+    shutil.copytree(ROOT / "genre_id" / "models" / "default", model)
+    before = {p: p.read_bytes() for p in [db, audio_file, *model.rglob("*")] if p.is_file()}
+    for out in [db, Path(f"{db}-journal"), Path(f"{db}-wal"), Path(f"{db}-shm")]:
+        assert main(["scan", "--results", str(db), "--export", str(out), "-q"]) == 2, out
+        assert str(out) in _one_error(capsys)
+    # a recording: named by the scanned folder, or stored in the results
+    assert main(["scan", str(lib), "--results", str(db), "--model", str(model), "--export", str(lib / "x.flac")]) == 2
+    _one_error(capsys)
+    assert main(["scan", "--results", str(db), "--export", str(audio_file)]) == 2
+    _one_error(capsys)
+    # the model folder: neither the export nor the results go there
+    assert main(["scan", str(lib), "--results", str(db), "--model", str(model),
+                 "--export", str(model / "model.json")]) == 2
+    _one_error(capsys)
+    assert main(["scan", str(lib), "--results", str(model / "r.sqlite"), "--model", str(model)]) == 2
+    _one_error(capsys)
+    assert {p: p.read_bytes() for p in before} == before
+    assert not (lib / "x.flac").exists() and not (model / "r.sqlite").exists()
+
+
+def test_export_follows_a_link_to_a_file_and_writes_to_standard_output(tmp_path, capsys):
+    db = tmp_path / "R.sqlite"
+    _stored(db, tmp_path / "a.flac")
+    target = tmp_path / "real.csv"
+    target.write_text("old\n")
+    (tmp_path / "link.csv").symlink_to(target)
+    assert main(["scan", "--results", str(db), "--export", str(tmp_path / "link.csv"), "-q"]) == 0
+    assert (tmp_path / "link.csv").is_symlink() and target.read_text().startswith("path,")
+    (tmp_path / "dangling.csv").symlink_to(tmp_path / "nowhere" / "x.csv")
+    assert main(["scan", "--results", str(db), "--export", str(tmp_path / "dangling.csv")]) == 2
+    assert "link to nothing" in _one_error(capsys)
+    assert not (tmp_path / "nowhere").exists()
+    assert main(["scan", "--results", str(db), "--export", "-", "-q"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("path,") and len(out) == 2
+
+
+@pytest.mark.parametrize("kind", ["audio", "fifo", "device", "loop", "folder", "dangling", "other-db"])
+def test_results_that_are_not_a_results_database_are_refused(tmp_path, capsys, kind):
+    lib = library(tmp_path / "d", 1)
+    x = tmp_path / "X"
+    if kind == "audio":
+        shutil.copyfile(CLIPS[0], x)
+    elif kind == "fifo":
+        os.mkfifo(x)
+    elif kind == "device":
+        try:
+            os.mknod(x, 0o600 | __import__("stat").S_IFCHR, os.makedev(1, 5))
+        except PermissionError:
+            pytest.skip("no permission to make a device node")
+    elif kind == "loop":
+        x.symlink_to(x)
+    elif kind == "folder":
+        x.mkdir()
+    elif kind == "dangling":
+        x.symlink_to(tmp_path / "nowhere" / "r.sqlite")
+    else:
+        with sqlite3.connect(x) as c:
+            c.execute("CREATE TABLE fingerprints (hash INTEGER, song INTEGER)")
+    before = x.read_bytes() if kind in ("audio", "other-db") else None
+    done = _cli("scan", str(lib), "--results", str(x), "--workers", "1", timeout=120)
+    assert done.returncode == 2, done.stderr
+    err = done.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {x}: "), err
+    assert not (tmp_path / "nowhere").exists()
+    if before is not None:
+        assert x.read_bytes() == before
+    if kind == "other-db":
+        with sqlite3.connect(x) as c:
+            assert [r[0] for r in c.execute("SELECT name FROM sqlite_master")] == ["fingerprints"]
+
+
+def test_unreadable_files_are_counted_as_failed_and_the_results_are_not_scanned(tmp_path, monkeypatch, capsys):
+    from genre_id import library as lib_module
+
+    lib = tmp_path / "d"
+    lib.mkdir()
+    for name in ("a.flac", "b.flac"):
+        (lib / name).write_bytes(b"x")
+
+    def unreadable(path):
+        if os.path.basename(path) in ("a.flac", "b.flac"):
+            raise OSError(13, "Permission denied", path)
+        raise AssertionError(f"hashed {path}")
+
+    monkeypatch.setattr("genre_id.cache.file_digest", unreadable)
+    db = lib / "results.flac"  # a results file with an audio name, inside the scanned folder
+    ResultStore(db).close()
+
+    class Model:
+        name, version = "m", "1"
+
+    class NoAnalyzer:
+        model = Model()
+
+    with ResultStore(db) as store:
+        summary = lib_module.scan(lib, NoAnalyzer(), store)
+    assert summary.failed == len(summary.errors) == 2, summary
+    assert summary.files == 2 and "results.flac" not in str(summary.errors)

@@ -9,7 +9,8 @@ from contextlib import closing
 
 from ..errors import GenreIdError
 from ..textsafe import one_line
-from .common import EXIT_BAD_INPUT, EXIT_OK, add_scheduler_argument, fail, positive_int, progress
+from .common import (EXIT_BAD_INPUT, EXIT_OK, add_scheduler_argument, fail, inside, output_path, output_problem,
+                     positive_int, progress)
 
 __all__ = ["add_parser", "cmd_scan"]
 
@@ -41,7 +42,8 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
     p.add_argument("--workers", type=positive_int, default=None, metavar="N",
                    help="processes analysing (default: one per core)")
     add_scheduler_argument(p)
-    p.add_argument("--export", metavar="OUT", help="write the results as CSV (or Parquet for OUT.parquet)")
+    p.add_argument("--export", metavar="OUT",
+                   help="write the results as CSV (or Parquet for OUT.parquet; - for CSV on standard output)")
     p.add_argument("--write-tags", action="store_true",
                    help="write the stored genres into the files' tags (a dry run without --apply)")
     p.add_argument("--min-confidence", type=_confidence, default=0.6, metavar="P",
@@ -63,11 +65,23 @@ def cmd_scan(args: argparse.Namespace) -> int:
         fail(f"{args.folder}: not a folder")
         return EXIT_BAD_INPUT
     results = args.results or str(default_scan_path())
-    if not args.folder and not os.path.exists(results):
+    if not args.folder and not os.path.lexists(results):
         fail(f"{results}: no such results file (scan a folder first)")
         return EXIT_BAD_INPUT
+    if problem := _check_request(args, results):
+        fail(problem)
+        return EXIT_BAD_INPUT
     code = EXIT_OK
-    with ResultStore(results) as store:
+    try:
+        store = ResultStore(results)
+    except GenreIdError as exc:
+        fail(str(exc))
+        return EXIT_BAD_INPUT
+    with store:
+        if args.export and args.export != "-" and any(
+                store.get(p) is not None for p in {os.path.abspath(args.export), str(output_path(args.export))}):
+            fail(f"{args.export}: is one of the scanned files; refusing to overwrite it")
+            return EXIT_BAD_INPUT
         if args.folder:
             code = max(code, _scan(args, store))
         if args.undo:
@@ -77,10 +91,41 @@ def cmd_scan(args: argparse.Namespace) -> int:
         if args.export:
             from ..library import export
 
-            n = export(store, args.export)
+            try:
+                n = export(store, sys.stdout.buffer if args.export == "-" else output_path(args.export))
+            except (GenreIdError, OSError) as exc:
+                fail(f"{args.export}: cannot write ({exc})" if isinstance(exc, OSError) else str(exc))
+                return EXIT_BAD_INPUT
             if not args.quiet:
-                print(f"{n} rows written to {one_line(args.export)}", file=sys.stderr)
+                where = "standard output" if args.export == "-" else one_line(args.export)
+                print(f"{n} rows written to {where}", file=sys.stderr)
     return code
+
+
+def _audio_name(path: str) -> bool:
+    from ..audio import SUPPORTED_EXTENSIONS
+
+    return path.lower().endswith(tuple(e.lower() for e in SUPPORTED_EXTENSIONS))
+
+
+def _check_request(args: argparse.Namespace, results: str) -> str | None:
+    """What is wrong with the results file or the export before any work (one line), or None."""
+    from ..library import store_files
+    from ..model import DEFAULT_MODEL_DIR
+
+    model = args.model or str(DEFAULT_MODEL_DIR)
+    # The results file: never a link to nothing, never in the model folder; an existing file that is not a
+    # results database (a recording, another program's database) is refused when it is opened.
+    if problem := output_problem(results, folders=[model]):
+        return problem
+    if not args.export or args.export == "-":
+        return None
+    # The export: never over the results (or SQLite's files beside it), a recording or into the model folder.
+    inputs = [results, *store_files(results)]
+    problem = output_problem(args.export, inputs=inputs, folders=[model])
+    if problem is None and args.folder and inside(args.export, args.folder) and _audio_name(args.export):
+        problem = f"{args.export}: is in {args.folder}, one of the inputs; refusing to write there"
+    return problem
 
 
 def _scan(args: argparse.Namespace, store) -> int:
