@@ -360,16 +360,21 @@ def read_labels(
     rows = _read_labels_csv(p)
     column = next((c for c in group_by if c in rows[0]), None)
     clips = []
-    seen: set[str] = set()
+    seen: set[object] = set()
     for line, row in enumerate(rows, start=2):
         genre = (row.get("genre") or "").strip()
         path = (row.get("path") or "").strip()
         if not genre or not path:
             raise DatasetError(f"{p}: line {line} lacks its path or genre")
         where = os.path.realpath(r / path)  # ./blues/x.flac, blues//x.flac and blues/x.flac are one file
-        if where in seen:
+        try:
+            st = os.stat(where)
+            same = (st.st_dev, st.st_ino)  # and so are two hard links to it
+        except OSError:
+            same = where  # the decoder names the problem later
+        if where in seen or same in seen:
             raise DatasetError(f"{p}: line {line} repeats the path {path!r}")
-        seen.add(where)
+        seen.update((where, same))
         accept = tuple(a.strip() for a in (row.get("accept") or "").split("|") if a.strip())
         weight = 1.0
         if (row.get("weight") or "").strip():

@@ -142,6 +142,19 @@ def test_one_file_under_two_spellings_is_a_repeated_path(tmp_path, other):
         read_labels(tmp_path)
 
 
+def test_one_file_under_two_hard_links_is_a_repeated_path(tmp_path):
+    from genre_id.dataset import read_labels
+    from genre_id.errors import DatasetError
+
+    (tmp_path / "blues").mkdir()
+    (tmp_path / "jazz").mkdir()
+    (tmp_path / "blues" / "x.wav").write_bytes(b"RIFF")
+    os.link(tmp_path / "blues" / "x.wav", tmp_path / "jazz" / "y.wav")
+    (tmp_path / "labels.csv").write_text("path,genre\nblues/x.wav,blues\njazz/y.wav,jazz\n")
+    with pytest.raises(DatasetError, match="line 3 repeats the path"):
+        read_labels(tmp_path)
+
+
 def test_a_quoted_field_keeps_its_unicode_line_breaks(tmp_path):
     from genre_id.dataset import read_labels
 
