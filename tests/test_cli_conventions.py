@@ -718,6 +718,7 @@ def test_the_file_behind_standard_input_and_a_linked_databases_side_files_are_in
         assert not (tmp_path / f"fp.sqlite{side}").exists()
 
 
+@pytest.mark.train  # on a base install evaluate refuses first, for another reason
 def test_evaluate_out_through_a_broken_link_is_refused_before_any_work(tmp_path, mini_dir):
     (tmp_path / "dangling").symlink_to(tmp_path / "nowhere" / "report")
     res = run(["evaluate", "--on", str(mini_dir), "--out", "dangling"], cwd=tmp_path)
