@@ -36,7 +36,7 @@ from .fingerprint.index import FingerprintIndex, LandmarkBuilder, Match
 from .fingerprint.landmarks import FingerprintParams, Landmarks
 from .fingerprint.store import FingerprintDBError
 from .parallel import Executor, FileFailure, call_isolated, default_workers, map_files
-from .recognizer import AudioSource, Prediction, Recognizer, _encoded, check_source
+from .recognizer import AudioSource, Prediction, Recognizer, _encoded, check_source, source_name
 from .textsafe import path_fields
 
 __all__ = ["Analyzer", "Report", "ModelInfo"]
@@ -136,12 +136,6 @@ def _measure(source: str | AudioStream, *, feature_set: str, config: AnalysisCon
     return _Measured(features, None if builder is None else builder.result())
 
 
-def _source_name(source: object, name: str | None) -> str:
-    if name is not None:
-        return name
-    if isinstance(source, (str, os.PathLike)):
-        return os.fsdecode(source)
-    return str(source) if isinstance(source, AudioStream) else "audio"
 
 
 class Analyzer(AbstractContextManager):
@@ -231,7 +225,7 @@ class Analyzer(AbstractContextManager):
             With :attr:`Report.error` set (one line) when the input cannot
             be analysed; nothing is raised for a bad input.
         """
-        shown = _source_name(source, name)
+        shown = source_name(source) if name is None else name
         try:
             if _encoded(source):
                 with open_stream(source, name=shown) as stream:

@@ -24,7 +24,7 @@ from .extraction import WindowFeatures, extract_samples, extract_stream
 from .features import FeatureSet, Features, combine, get_feature_set
 from .model import Ensemble, ModelBundle, fuse, load_bundle
 
-__all__ = ["Recognizer", "Prediction", "Segment", "GenreScore", "AudioSource", "check_source"]
+__all__ = ["Recognizer", "Prediction", "Segment", "GenreScore", "AudioSource", "check_source", "source_name"]
 
 AudioSource = Union[str, "os.PathLike[str]", bytes, BinaryIO, np.ndarray]
 
@@ -32,6 +32,13 @@ AudioSource = Union[str, "os.PathLike[str]", bytes, BinaryIO, np.ndarray]
 def _encoded(source: object) -> bool:
     """Whether ``source`` is encoded audio in memory or in a stream (bytes, or anything with ``.read``)."""
     return isinstance(source, (bytes, bytearray, memoryview)) or callable(getattr(source, "read", None))
+
+
+def source_name(source: object) -> str:
+    """What messages and reports call ``source``: a path as given, a stream's name, else ``"audio"``."""
+    if isinstance(source, (str, os.PathLike)):
+        return os.fsdecode(source)
+    return str(source) if isinstance(source, AudioStream) else "audio"
 
 
 def check_source(source: object) -> None:
@@ -198,8 +205,7 @@ class Recognizer:
         if _encoded(source):
             with open_stream(source) as stream:
                 return self.identify(stream, top=top, workers=workers)
-        name = "audio" if isinstance(source, np.ndarray) else os.fsdecode(source) if isinstance(
-            source, (str, os.PathLike)) else str(source)
+        name = source_name(source)
         return self.classify(self.features(source, sample_rate=sample_rate, name=name, workers=workers), top=top,
                              name=name)
 
