@@ -20,16 +20,17 @@ import os
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
 import numpy as np
 
+from . import audio
 from .audio import AudioStream, open_stream
 from .config import AnalysisConfig
 from .errors import GenreIdError
-from .extraction import WindowFeatures, extract_stream, stream_windows
+from .extraction import EXCERPT_MIN_SECONDS, WindowFeatures, excerpt_windows, extract_stream, stream_windows
 from .features import get_feature_set
 from .files import PathLike
 from .fingerprint.index import FingerprintIndex, LandmarkBuilder, Match
@@ -121,11 +122,26 @@ class _Measured:
 
     windows: WindowFeatures
     landmarks: Landmarks | None
+    duration: float | None = None  #: the recording's length (s) when only excerpts were measured
 
 
 def _measure(source: str | AudioStream, *, feature_set: str, config: AnalysisConfig,
-             params: FingerprintParams | None, workers: int = 1) -> _Measured:
-    """Decode ``source`` once: its windows' features, and with ``params`` its fingerprint from the same samples."""
+             params: FingerprintParams | None, workers: int = 1, quick: bool = False) -> _Measured:
+    """Decode ``source`` once: its windows' features, and with ``params`` its fingerprint from the same samples.
+
+    With ``quick``, a file of :data:`~genre_id.extraction.EXCERPT_MIN_SECONDS`
+    or more is measured from three windows read by seeking (no fingerprint).
+    """
+    if quick and not isinstance(source, AudioStream):
+        try:
+            seconds = audio.info(source).duration
+        except GenreIdError:
+            seconds = 0.0  # read whole below, where the decoder names the problem
+        if seconds >= EXCERPT_MIN_SECONDS:
+            windows = excerpt_windows(source, config=config, duration=seconds)
+            features = extract_stream(source, feature_set=get_feature_set(feature_set), config=config,
+                                      workers=workers, windows=windows)
+            return _Measured(features, None, duration=seconds)
     windows = stream_windows(source, config=config)
     builder = None
     if params is not None:
@@ -202,7 +218,7 @@ class Analyzer(AbstractContextManager):
         return self.recognizer.labels
 
     def analyze(self, source: AudioSource, *, sample_rate: int | None = None, name: str | None = None,
-                workers: int = 1) -> Report:
+                workers: int = 1, quick: bool = False) -> Report:
         """Analyse one recording: a path, encoded audio (``bytes`` or a binary file object) or samples.
 
         Parameters
@@ -218,6 +234,12 @@ class Analyzer(AbstractContextManager):
         workers
             Processes that measure the windows of a long input while this
             one decodes it (the answer is the same).
+        quick
+            Judge a file of two minutes or more from three windows at 20, 50
+            and 80 % of its length, read by seeking instead of decoding the
+            whole file (for scanning big libraries).  Its report's timeline
+            has those three windows; the fingerprint is not searched, so
+            ``quick`` needs an analyzer without a database.
 
         Returns
         -------
@@ -225,6 +247,7 @@ class Analyzer(AbstractContextManager):
             With :attr:`Report.error` set (one line) when the input cannot
             be analysed; nothing is raised for a bad input.
         """
+        self._check_quick(quick)
         shown = source_name(source) if name is None else name
         try:
             if _encoded(source):
@@ -237,10 +260,10 @@ class Analyzer(AbstractContextManager):
             return self._judge(shown, call_isolated(partial(self._measure_samples, sample_rate=sample_rate, name=shown),
                                                     source, name=shown), samples=(source, sample_rate))
         measured = call_isolated(partial(_measure, feature_set=self.recognizer.feature_set.name, config=self.config,
-                                          params=self._params, workers=workers), source, name=shown)
+                                          params=self._params, workers=workers, quick=quick), source, name=shown)
         return self._judge(shown, measured)
 
-    def analyze_many(self, sources: Iterable[AudioSource]) -> Iterator[Report]:
+    def analyze_many(self, sources: Iterable[AudioSource], *, quick: bool = False) -> Iterator[Report]:
         """One :class:`Report` per source, in order, as each is ready.
 
         Files are analysed by :attr:`workers` processes (or on
@@ -248,23 +271,30 @@ class Analyzer(AbstractContextManager):
         fingerprint; a file that fails, even one that crashes its worker,
         costs only its own report.  Other sources (streams, bytes, samples)
         are analysed in this process.  A single input is analysed here, its
-        windows spread over the workers when it is long.
+        windows spread over the workers when it is long.  ``quick``: as in
+        :meth:`analyze`.
         """
+        self._check_quick(quick)
         sources = list(sources)
         paths = [os.fsdecode(s) for s in sources if isinstance(s, (str, os.PathLike))]
         if self.executor is None and default_workers(self.workers, len(paths)) == 1:
             alone = default_workers(self.workers, sys.maxsize) if len(sources) == 1 else 1
             for source in sources:
-                yield self.analyze(source, workers=alone)
+                yield self.analyze(source, workers=alone, quick=quick)
             return
         measure = partial(_measure, feature_set=self.recognizer.feature_set.name, config=self.config,
-                          params=self._params)
+                          params=self._params, quick=quick)
         on_disk = iter(zip(paths, map_files(measure, paths, workers=self.workers, executor=self.executor)))
         for source in sources:
             if isinstance(source, (str, os.PathLike)):
                 yield self._judge(*next(on_disk))
             else:
                 yield self.analyze(source)
+
+    def _check_quick(self, quick: bool) -> None:
+        if quick and self.index is not None:
+            raise ValueError("quick analyses read excerpts, which cannot name a recording: use an analyzer "
+                             "without a fingerprint database")
 
     @property
     def _params(self) -> FingerprintParams | None:
@@ -285,6 +315,8 @@ class Analyzer(AbstractContextManager):
         prediction = call_isolated(partial(self.recognizer.classify, name=name), measured.windows, name=name)
         if isinstance(prediction, FileFailure):
             return self._failed(name, prediction.message, internal=prediction.internal)
+        if measured.duration is not None:  # excerpts: the length is the recording's, not theirs
+            prediction = replace(prediction, duration=measured.duration)
         if self.index is None:
             return Report(source=name, model=self.model, prediction=prediction)
         try:

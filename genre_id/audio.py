@@ -410,6 +410,11 @@ def _pcm_dtype_scale(dtype: np.dtype) -> tuple[float, float] | None:
     return None
 
 
+#: Skips of at least this many seconds seek in the container instead of decoding what they pass.
+SEEK_MIN_SECONDS = 10.0
+#: How far before its target a seek lands (s): frames decoded from there settle the decoder first.
+SEEK_PREROLL_SECONDS = 1.0
+
 #: numpy types of FFmpeg's sample formats (planar ones end in "p").
 _AV_SAMPLE_TYPES = {"u8": np.uint8, "s16": np.int16, "s32": np.int32, "s64": np.int64,
                     "flt": np.float32, "dbl": np.float64}
@@ -436,6 +441,7 @@ class _FFmpegReader:
         self.exact = stated and demuxer in _EXACT_DURATION
         self._pending: list[np.ndarray] = []
         self._blocks = self._decode()
+        self._started = False  # whether anything was decoded yet (a seek is tried only before)
 
     def _first_with_audio(self, streams: Any) -> Any:
         """The first audio track whose stated length is not zero (an empty first track is skipped), else the first."""
@@ -460,13 +466,19 @@ class _FFmpegReader:
             return c.duration / 1e6, len(c.streams) == 1
         return 0.0, False
 
-    def _decode(self) -> Iterator[np.ndarray]:
+    def _decode(self, *, timed: bool = False) -> Iterator[Any]:
+        """Mono blocks, frame by frame; ``timed``: ``(first frame index or None, block)`` pairs."""
+        first = float(self._s.start_time * self._s.time_base) if timed else 0.0
         for packet in self._c.demux(self._s):
             for frame in packet.decode():
                 if frame.sample_rate != self.sample_rate:
                     raise AudioError(f"{self.name}: sample rate changes from {self.sample_rate} Hz "
                                      f"to {frame.sample_rate} Hz within the track")
-                yield self._mono(frame)
+                if not timed:
+                    yield self._mono(frame)
+                else:
+                    at = None if frame.time is None else int(round((frame.time - first) * self.sample_rate))
+                    yield at, self._mono(frame)
 
     def _mono(self, frame: Any) -> np.ndarray:
         """A decoded frame's samples mixed to mono float32 (integer formats scaled by their range)."""
@@ -485,6 +497,7 @@ class _FFmpegReader:
 
     def read(self, frames: int) -> np.ndarray:
         """Up to ``frames`` frames mixed to mono (fewer only at the end)."""
+        self._started = True
         got = sum(b.size for b in self._pending)
         try:
             while got < frames:
@@ -500,12 +513,50 @@ class _FFmpegReader:
         return check_samples(out[:frames], name=self.name)
 
     def skip(self, frames: int) -> None:
-        """Decode and drop ``frames`` frames (exact, whatever the codec's key frames)."""
+        """Move ``frames`` frames on, before anything is read.
+
+        A long skip seeks in the container to a little before the target and
+        drops the decoded frames before it, placed by their timestamps (MP4,
+        ASF); where the container cannot seek or its timestamps cannot place
+        single samples (Matroska and WebM count milliseconds), every frame up
+        to the target is decoded and dropped.
+        """
+        if not self._started and frames >= SEEK_MIN_SECONDS * self.sample_rate and self._seek(frames):
+            return
+        self._started = True
         while frames > 0:
             n = self.read(min(frames, _CHUNK_SAMPLES)).size
             if n == 0:
                 return
             frames -= n
+
+    def _seek(self, frames: int) -> bool:
+        """Seek to frame ``frames`` of the track; False (back at the start) where that cannot be done exactly."""
+        s, av = self._s, self._av
+        base, start = s.time_base, s.start_time
+        if not base or start is None or base * self.sample_rate > 1:
+            return False  # no timestamps, or too coarse to place single samples (Matroska's milliseconds)
+        first = float(start * base)  # the first sample's time: frame 0
+        target = frames / self.sample_rate
+        try:
+            self._c.seek(int((first + max(0.0, target - SEEK_PREROLL_SECONDS)) / base), stream=s, backward=True)
+            blocks = self._decode(timed=True)
+            for begins, block in blocks:
+                if begins is None or begins > frames:  # no timestamp, or past the target: not exact
+                    break
+                if begins + block.size > frames:
+                    self._pending = [block[frames - begins:]]
+                    self._blocks = (b for _, b in blocks)
+                    self._started = True
+                    return True
+            else:
+                self._blocks, self._started = iter(()), True  # the target is past the end
+                return True
+            self._c.seek(int(first / base), stream=s, backward=True)
+        except (av.FFmpegError, *_ERRORS) as exc:
+            raise AudioError(f"{self.name}: cannot seek to {target:.2f} s ({_describe_av(exc)})") from None
+        self._blocks = self._decode()
+        return False
 
     def close(self) -> None:
         self._c.close()

@@ -42,6 +42,9 @@ __all__ = [
     "FileFailure",
     "extract_windows",
     "stream_windows",
+    "excerpt_windows",
+    "EXCERPT_POSITIONS",
+    "EXCERPT_MIN_SECONDS",
     "extract_stream",
     "extract_file",
     "extract_samples",
@@ -279,6 +282,39 @@ def stream_windows(path: str | os.PathLike[str] | audio.AudioStream, *,
     """``(start_seconds, samples)`` windows of ``path`` as ``config`` cuts them (decoded block by block)."""
     return audio.iter_windows(path, sample_rate=config.sample_rate, window_seconds=config.window_seconds,
                               min_seconds=config.min_seconds)
+
+
+#: Where :func:`excerpt_windows` takes its windows, as fractions of a recording's length.
+EXCERPT_POSITIONS = (0.2, 0.5, 0.8)
+#: Recordings shorter than this (s) are read whole even when excerpts are asked for: three
+#: windows would cover most of them anyway.
+EXCERPT_MIN_SECONDS = 120.0
+
+
+def excerpt_windows(path: str | os.PathLike[str], *, config: AnalysisConfig, duration: float,
+                    positions: Sequence[float] = EXCERPT_POSITIONS) -> Iterator[tuple[float, np.ndarray]]:
+    """``(start_seconds, samples)``: one window of ``config`` centred on each of ``positions`` of ``path``.
+
+    Each window is read by seeking in the file (``audio.load`` with an
+    offset), not by decoding what comes before it.
+
+    Parameters
+    ----------
+    path
+        The recording.
+    config
+        The model's window length (s) and sample rate (Hz).
+    duration
+        The recording's length (s), e.g. from :func:`genre_id.audio.info`.
+    positions
+        Window centres as fractions of ``duration`` (0 to 1); windows are
+        moved inside the recording where a centre is too near an end.
+    """
+    length = config.window_seconds
+    for position in positions:
+        start = max(0.0, min(duration * position - length / 2, duration - length))
+        samples, _ = audio.load(path, sample_rate=config.sample_rate, offset=start, duration=length)
+        yield start, samples
 
 
 def extract_stream(

@@ -31,16 +31,13 @@ from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 from .files import PathLike
 
-__all__ = ["QUICK_MIN_SECONDS", "ROW_FIELDS", "ResultStore", "ScanSummary", "TagChange", "display_genre", "export",
+__all__ = ["ROW_FIELDS", "ResultStore", "ScanSummary", "TagChange", "display_genre", "export",
            "scan", "store_files", "undo_tags", "write_tags"]
 
-#: Files at least this long are judged from three windows with ``quick``.
-QUICK_MIN_SECONDS = 120.0
-#: Where the three ``quick`` windows start, as fractions of the duration.
-QUICK_POSITIONS = (0.2, 0.5, 0.8)
-
 ROW_FIELDS = ("path", "size", "mtime_ns", "sha256", "genre", "confidence", "top", "probabilities", "model_name",
-              "model_version", "duration", "error", "previous_genre", "tags_written")
+              "model_version", "duration", "error", "previous_genre", "tags_written", "quick")
+#: Columns added since the first stores were made (added to an older store when it is opened).
+_ADDED = {"quick": "INTEGER NOT NULL DEFAULT 0"}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -57,7 +54,8 @@ CREATE TABLE IF NOT EXISTS results (
     duration REAL,
     error TEXT,
     previous_genre TEXT,
-    tags_written INTEGER NOT NULL DEFAULT 0
+    tags_written INTEGER NOT NULL DEFAULT 0,
+    quick INTEGER NOT NULL DEFAULT 0  -- 1: judged from excerpts (scan --quick on a long file)
 );
 CREATE INDEX IF NOT EXISTS results_sha256 ON results (sha256);
 """
@@ -80,12 +78,15 @@ class ResultStore:
         except sqlite3.DatabaseError:
             self.db.close()
             raise GenreIdError(f"{path}: not a results database") from None
-        if (tables and "results" not in tables) or ("results" in tables and not set(ROW_FIELDS) <= columns):
+        if (tables and "results" not in tables) or ("results" in tables and not set(ROW_FIELDS) - set(_ADDED) <= columns):
             self.db.close()  # another program's database (a fingerprint database): never extended
             raise GenreIdError(f"{path}: not a results database (a SQLite file of other tables)")
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
+        for name, kind in _ADDED.items():
+            if columns and name not in columns:
+                self.db.execute(f"ALTER TABLE results ADD COLUMN {name} {kind}")
         self.db.commit()
 
     def close(self) -> None:
@@ -98,32 +99,56 @@ class ResultStore:
         self.close()
 
     def get(self, path: str) -> dict[str, Any] | None:
-        row = self.db.execute("SELECT * FROM results WHERE path = ?", (path,)).fetchone()
-        return None if row is None else dict(row)
+        row = self.db.execute("SELECT * FROM results WHERE path = ?", (_key(path),)).fetchone()
+        return None if row is None else _row(row)
 
-    def by_hash(self, sha256: str, model_name: str, model_version: str) -> dict[str, Any] | None:
-        """A stored, analysed row with this content and model (any path)."""
+    def by_hash(self, sha256: str, model_name: str, model_version: str, *,
+                quick: bool = False) -> dict[str, Any] | None:
+        """A stored, analysed row with this content and model (any path); only a whole analysis unless ``quick``."""
         row = self.db.execute("SELECT * FROM results WHERE sha256 = ? AND model_name = ? AND model_version = ? "
-                              "AND error IS NULL LIMIT 1", (sha256, model_name, model_version)).fetchone()
-        return None if row is None else dict(row)
+                              "AND error IS NULL AND (quick = 0 OR ?) ORDER BY quick LIMIT 1",
+                              (sha256, model_name, model_version, int(quick))).fetchone()
+        return None if row is None else _row(row)
 
     def put_many(self, rows: Iterable[dict[str, Any]]) -> None:
         """Store ``rows`` in one transaction (all or none)."""
         with self.db:
             self.db.executemany(f"INSERT OR REPLACE INTO results ({', '.join(ROW_FIELDS)}) VALUES "
                                 f"({', '.join('?' * len(ROW_FIELDS))})",
-                                [tuple(r.get(k) for k in ROW_FIELDS) for r in rows])
+                                [tuple(_stored_value(k, r.get(k)) for k in ROW_FIELDS) for r in rows])
 
     def delete(self, paths: Iterable[str]) -> None:
         with self.db:
-            self.db.executemany("DELETE FROM results WHERE path = ?", [(p,) for p in paths])
+            self.db.executemany("DELETE FROM results WHERE path = ?", [(_key(p),) for p in paths])
 
     def rows(self) -> Iterator[dict[str, Any]]:
         for row in self.db.execute("SELECT * FROM results ORDER BY path"):
-            yield dict(row)
+            yield _row(row)
 
     def __len__(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+
+
+def _key(path: str) -> str | bytes:
+    """How ``path`` is stored: as text, or as its bytes where the name is not UTF-8 (SQLite text must be)."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path)
+
+
+def _stored_value(column: str, value: Any) -> Any:
+    if column == "path":
+        return _key(value)
+    return _text(value) if isinstance(value, str) else value
+
+
+def _row(row: sqlite3.Row) -> dict[str, Any]:
+    out = dict(row)
+    if isinstance(out["path"], bytes):
+        out["path"] = os.fsdecode(out["path"])
+    return out
 
 
 #: The first bytes of every SQLite 3 database.
@@ -182,7 +207,7 @@ def _result_fields(source: Any) -> dict[str, Any]:
     """The result columns of a stored row, or of an analysed :class:`~genre_id.analysis.Report`."""
     if isinstance(source, dict):
         return {k: source[k] for k in ("genre", "confidence", "top", "probabilities", "duration", "error",
-                                        "previous_genre", "tags_written")}
+                                        "previous_genre", "tags_written", "quick")}
     if source.prediction is None:
         return {"error": source.error, "tags_written": 0}
     p = source.prediction
@@ -192,48 +217,14 @@ def _result_fields(source: Any) -> dict[str, Any]:
             "duration": p.duration, "error": None, "tags_written": 0}
 
 
-def _quick_fields(analyzer: Any, path: str, duration: float, top: int) -> dict[str, Any]:
-    """The answer from three windows (20/50/80 %) of a long file: their probabilities averaged."""
-    from .audio import load
-
-    rate, length = analyzer.config.sample_rate, analyzer.config.window_seconds
-    sums: dict[str, float] = {}
-    for position in QUICK_POSITIONS:
-        offset = max(0.0, min(duration * position - length / 2, duration - length))
-        samples, sr = load(path, sample_rate=rate, offset=offset, duration=length)
-        report = analyzer.analyze(samples, sample_rate=sr, name=path)
-        if report.prediction is None:
-            return {"error": report.error, "tags_written": 0}
-        for genre, p in report.prediction.probabilities.items():
-            sums[genre] = sums.get(genre, 0.0) + float(p) / len(QUICK_POSITIONS)
-    ranked = sorted(sums.items(), key=lambda kv: -kv[1])
-    return {"genre": ranked[0][0], "confidence": ranked[0][1], "top": json.dumps([list(kv) for kv in ranked[:top]]),
-            "probabilities": json.dumps(sums), "duration": duration, "error": None, "tags_written": 0}
-
-
 def _analyse(analyzer: Any, paths: list[str], *, quick: bool) -> Iterator[dict[str, Any]]:
-    """Result columns for each path, in order."""
-    long: dict[str, float] = {}
-    if quick:
-        from .audio import info
-        from .errors import GenreIdError
+    """Result columns for each path, in order (``quick``: long files from three excerpts)."""
+    from .extraction import EXCERPT_MIN_SECONDS
 
-        for path in paths:
-            try:
-                if (seconds := info(path).duration) >= QUICK_MIN_SECONDS:
-                    long[path] = seconds
-            except GenreIdError:
-                pass  # analysed fully, where the error is reported
-    whole = iter(analyzer.analyze_many([p for p in paths if p not in long]))
-    top = len(analyzer.labels)
-    for path in paths:
-        if path in long:
-            try:
-                yield _quick_fields(analyzer, path, long[path], top)
-            except Exception as exc:  # noqa: BLE001 — a bad file costs only its own row
-                yield {"error": f"{path}: {exc}", "tags_written": 0}
-        else:
-            yield _result_fields(next(whole))
+    for report in analyzer.analyze_many(paths, quick=quick):
+        fields = _result_fields(report)
+        fields["quick"] = int(quick and (fields.get("duration") or 0) >= EXCERPT_MIN_SECONDS)
+        yield fields
 
 
 def scan(root: PathLike, analyzer: Any, store: ResultStore, *, batch: int = 50, quick: bool = False,
@@ -280,7 +271,8 @@ def scan(root: PathLike, analyzer: Any, store: ResultStore, *, batch: int = 50, 
             continue
         old = store.get(path)
         if (old is not None and (old["size"], old["mtime_ns"]) == (size, mtime_ns)
-                and (old["model_name"], old["model_version"]) == (model.name, model.version)):
+                and (old["model_name"], old["model_version"]) == (model.name, model.version)
+                and (quick or not old["quick"])):  # a whole analysis replaces a quick one
             summary.unchanged += 1
             tell(path, "unchanged")
             continue
@@ -293,7 +285,7 @@ def scan(root: PathLike, analyzer: Any, store: ResultStore, *, batch: int = 50, 
             continue
         identity = {"path": path, "size": size, "mtime_ns": mtime_ns, "sha256": digest, "model_name": model.name,
                     "model_version": model.version}
-        same = store.by_hash(digest, model.name, model.version)
+        same = store.by_hash(digest, model.name, model.version, quick=quick)
         if same is not None:
             settled.append({**identity, **_result_fields(same)})
             summary.moved += 1
@@ -336,13 +328,22 @@ def export(store: ResultStore, out: PathLike | BinaryIO) -> int:
             from .errors import GenreIdError
 
             raise GenreIdError(f"{out}: Parquet export needs pyarrow (pip install pyarrow)") from None
-        table = pa.Table.from_pylist(rows, schema=None) if rows else pa.table({k: [] for k in ROW_FIELDS})
+        types = {"size": pa.int64(), "mtime_ns": pa.int64(), "confidence": pa.float64(), "duration": pa.float64(),
+                 "tags_written": pa.int64(), "quick": pa.int64()}
+        schema = pa.schema([(k, types.get(k, pa.string())) for k in ROW_FIELDS])
+        table = pa.Table.from_pylist([{k: _text(r[k]) if k not in types else r[k] for k in ROW_FIELDS} for r in rows],
+                                     schema=schema)
         with atomic_file(out, suffix=".parquet") as fh:
             pq.write_table(table, fh)
         return len(rows)
     with atomic_file(out, suffix=".csv") as fh:
         fh.write(_csv(rows))
     return len(rows)
+
+
+def _text(value: Any) -> str | None:
+    """A text column's value as valid UTF-8 (a path that is not is shown with replacement characters)."""
+    return None if value is None else str(value).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _csv(rows: list[dict[str, Any]]) -> bytes:
@@ -377,20 +378,22 @@ class TagChange:
     error: str | None = None  #: why it could not be (one line)
 
 
-def _check_regular(path: str) -> None:
+def _check_regular(path: str) -> os.stat_result:
     """Refuse (ValueError, one line) anything but a regular file of bounded size, before mutagen opens it.
 
     A device would be read without end, a FIFO would hang the reader.
+    Returns the file's status (links followed: a link to a device is a device).
     """
     import stat
 
     from .audio import MAX_STREAM_BYTES
 
-    st = os.stat(path)  # links followed: a link to a device is a device
+    st = os.stat(path)
     if not stat.S_ISREG(st.st_mode):
         raise ValueError("not a regular file")
     if st.st_size > MAX_STREAM_BYTES:
         raise ValueError(f"{st.st_size} bytes, more than the {MAX_STREAM_BYTES} an audio file may have")
+    return st
 
 
 def _read_genre(path: str) -> str | None:
@@ -404,18 +407,40 @@ def _read_genre(path: str) -> str | None:
     return "; ".join(values) if values else None
 
 
+def _check_writable(path: str) -> os.stat_result:
+    """Refuse (ValueError) a file :func:`_set_genre` must not replace: read-only, or hard-linked elsewhere."""
+    st = _check_regular(path)
+    if not st.st_mode & 0o200:
+        raise ValueError("the file is read-only")
+    if st.st_nlink > 1:
+        raise ValueError(f"the file has {st.st_nlink - 1} other hard link(s); writing a copy would part them")
+    return st
+
+
 def _set_genre(path: str, genre: str | None) -> None:
-    """Set (or, with None, delete) the genre tag, on a copy in the same folder that then replaces the file."""
+    """Set (or, with None, delete) the genre tag, on a copy in the same folder that then replaces the file.
+
+    A link is followed: the file it points to is the one changed, and the
+    link stays.  A read-only file (no write permission for its owner, whoever
+    runs this) and a file with other hard links (a copy would part them) are
+    refused with ValueError.  The copy keeps the file's mode and owner.
+    """
     import shutil
 
     import mutagen
 
-    _check_regular(path)
-    folder, name = os.path.split(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=os.path.splitext(name)[1], dir=folder or ".")
+    real = os.path.realpath(path)
+    st = _check_writable(real)
+    folder, name = os.path.split(real)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=os.path.splitext(name)[1], dir=folder)
     os.close(fd)
     try:
-        shutil.copy2(path, tmp)  # the content, mode and times
+        shutil.copy2(real, tmp)  # the content, mode, times and extended attributes
+        if (st.st_uid, st.st_gid) != (os.getuid(), os.getgid()):
+            try:
+                os.chown(tmp, st.st_uid, st.st_gid)
+            except PermissionError:
+                pass  # not ours to give away: the copy stays the writer's, as any editor's save would
         f = mutagen.File(tmp, easy=True)
         if f is None:
             raise ValueError("not a file whose tags mutagen knows")
@@ -426,8 +451,8 @@ def _set_genre(path: str, genre: str | None) -> None:
                 del f.tags["genre"]
         else:
             f.tags["genre"] = [genre]
-        f.save()
-        os.replace(tmp, path)
+        f.save()  # a new modification time: backup tools see the change
+        os.replace(tmp, real)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -470,6 +495,11 @@ def write_tags(store: ResultStore, *, min_confidence: float = 0.6, overwrite: bo
         if old == new or (old is not None and not overwrite):
             continue
         if not apply:
+            try:
+                _check_writable(os.path.realpath(path))
+            except (OSError, ValueError) as exc:
+                yield TagChange(path, old, new, False, _problem(exc))
+                continue
             yield TagChange(path, old, new, False)
             continue
         try:

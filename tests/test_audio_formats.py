@@ -344,3 +344,31 @@ def test_a_matroska_sample_rate_the_decoder_cannot_use_is_refused(tmp_path):
     assert audio.load(tmp_path / "ok.mkv")[0].size == y.size
     _one_line_error(audio.load, bad, "sample rate is wrong or unusable")
     _one_line_error(lambda p: list(audio.iter_windows(p, sample_rate=SR, window_seconds=2.0, min_seconds=1.0)), bad, "sample rate is wrong")
+
+
+@pytest.fixture(scope="module")
+def three_minutes(tmp_path_factory, mini_dir) -> dict[str, Path]:
+    """Three minutes of real music as AAC in MP4 (timestamps in samples) and FLAC in Matroska (in milliseconds)."""
+    y, sr = sf.read(mini_dir / "jazz" / "jazz.00000.flac", dtype="float32")
+    long = np.tile(y, int(np.ceil(180 * sr / len(y))))[: 180 * sr]
+    folder = tmp_path_factory.mktemp("three")
+    return {ext: encode(folder / f"long.{ext}", np.stack([long, long]), sr, fmt=fmt, codec=codec)
+            for ext, fmt, codec in (("m4a", "ipod", "aac"), ("mka", "matroska", "flac"))}
+
+
+@pytest.mark.parametrize("ext, seeks", [("m4a", True), ("mka", False)])
+def test_a_long_skip_seeks_in_the_container_and_lands_on_the_same_samples(monkeypatch, three_minutes, ext, seeks):
+    path = three_minutes[ext]
+    whole, sr = audio.load(path)
+    decoded = []
+    mono = audio._FFmpegReader._mono
+    monkeypatch.setattr(audio._FFmpegReader, "_mono", lambda self, frame: decoded.append(frame.samples)
+                        or mono(self, frame))
+    part, _ = audio.load(path, offset=150.25, duration=5.0)
+    start = int(round(150.25 * sr))
+    np.testing.assert_allclose(part, whole[start: start + 5 * sr], atol=1e-2 if ext == "m4a" else 0)
+    assert part.size == 5 * sr
+    if seeks:  # from 1 s before the target: a few seconds decoded, not two and a half minutes
+        assert sum(decoded) < 8 * sr
+    else:  # Matroska's timestamps count milliseconds: decoded to the target, sample-exact
+        assert sum(decoded) > 150 * sr

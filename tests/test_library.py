@@ -19,7 +19,7 @@ from conftest import MINI, ROOT
 from genre_id import audio
 from genre_id.analysis import Analyzer
 from genre_id.cli import main
-from genre_id.library import ResultStore, display_genre, scan
+from genre_id.library import ROW_FIELDS, ResultStore, display_genre, scan
 
 pytestmark = pytest.mark.skipif(not MINI.is_dir(), reason=f"the shared clips are not at {MINI}")
 
@@ -40,10 +40,10 @@ def analysed(monkeypatch):
     seen: list[str] = []
     real = Analyzer.analyze_many
 
-    def counting(self, sources):
+    def counting(self, sources, **kw):
         sources = list(sources)
         seen.extend(os.fsdecode(s) for s in sources)
-        return real(self, sources)
+        return real(self, sources, **kw)
 
     monkeypatch.setattr(Analyzer, "analyze_many", counting)
     return seen
@@ -91,9 +91,23 @@ def test_a_second_scan_decodes_nothing_and_moves_and_changes_are_noticed(tmp_pat
     assert len(export.read_text().splitlines()) == 7
 
 
-def test_parquet_export_without_pyarrow_is_one_line(tmp_path, capsys):
-    if __import__("importlib").util.find_spec("pyarrow") is not None:
-        pytest.skip("pyarrow is installed")
+def test_parquet_export_has_every_row_and_column(tmp_path, capsys):
+    pq = pytest.importorskip("pyarrow.parquet", reason="pyarrow is not installed (pip install 'genre-id[parquet]')")
+    db = tmp_path / "r.sqlite"
+    _stored(db, tmp_path / "a.flac", tmp_path / "b\udcff.mp3")  # a name that is not UTF-8
+    assert main(["scan", "--results", str(db), "--export", str(tmp_path / "o.parquet"), "-q"]) == 0
+    table = pq.read_table(tmp_path / "o.parquet")
+    with ResultStore(db) as store:
+        stored = list(store.rows())
+    assert table.column_names == list(ROW_FIELDS) and table.num_rows == 2
+    got = table.to_pylist()
+    assert [r["genre"] for r in got] == ["rock", "rock"] and got[0]["confidence"] == stored[0]["confidence"]
+    assert got[1]["path"].endswith("b\ufffd.mp3") and got[0]["quick"] == 0
+    assert str(table.schema.field("size").type) == "int64"
+
+
+def test_parquet_export_without_pyarrow_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if it were not installed
     ResultStore(tmp_path / "r.sqlite").close()
     assert main(["scan", "--results", str(tmp_path / "r.sqlite"), "--export", str(tmp_path / "o.parquet")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -130,28 +144,81 @@ def test_kill_9_loses_at_most_the_batch_in_flight(tmp_path, analysed):
     assert sorted(analysed) == sorted(str(p) for p in lib.glob("*.flac") if str(p) not in stored)
 
 
+@pytest.fixture(scope="module")
+def long_recording(tmp_path_factory) -> Path:
+    """2.5 minutes: five clips of different genres, one after another."""
+    path = tmp_path_factory.mktemp("long") / "long.flac"
+    sf.write(path, np.concatenate([audio.load(c, sample_rate=22050)[0] for c in CLIPS[:5]]), 22050)
+    return path
+
+
 @pytest.mark.slow
-def test_quick_judges_long_files_from_three_windows(tmp_path, monkeypatch, analysed):
+def test_quick_reads_three_windows_of_a_long_file_by_seeking(tmp_path, monkeypatch, long_recording):
+    from genre_id import extraction
+
     lib = tmp_path / "lib"
     lib.mkdir()
-    parts = [audio.load(c, sample_rate=22050)[0] for c in CLIPS[:5]]
-    sf.write(lib / "long.flac", np.concatenate(parts), 22050)  # 2.5 minutes
+    shutil.copyfile(long_recording, lib / "long.flac")
     shutil.copyfile(CONFIDENT, lib / "short.flac")
-    windows = []
-    real = Analyzer.analyze
-
-    def counting(self, source, **kw):
-        if isinstance(source, np.ndarray):
-            windows.append(len(source) / kw["sample_rate"])
-        return real(self, source, **kw)
-
-    monkeypatch.setattr(Analyzer, "analyze", counting)
+    reads, whole = [], []
+    load, iter_windows = audio.load, audio.iter_windows
+    monkeypatch.setattr(audio, "load", lambda path, **kw: reads.append((Path(path).name, kw)) or load(path, **kw))
+    monkeypatch.setattr(audio, "iter_windows",
+                        lambda path, **kw: whole.append(Path(path).name) or iter_windows(path, **kw))
     with Analyzer.load(workers=1) as analyzer, ResultStore(tmp_path / "r.sqlite") as store:
         summary = scan(lib, analyzer, store, quick=True)
-        long = store.get(str(lib / "long.flac"))
-    assert summary.analysed == 2 and analysed == [str(lib / "short.flac")]
-    assert windows == pytest.approx([30.0] * 3, abs=0.1)
-    assert long["genre"] and long["duration"] == pytest.approx(150, abs=1)
+        long, short = store.get(str(lib / "long.flac")), store.get(str(lib / "short.flac"))
+    assert summary.analysed == 2 and whole == ["short.flac"]  # the long file is never decoded whole
+    assert [(name, round(kw["offset"]), kw["duration"]) for name, kw in reads] == [
+        ("long.flac", 15, 30.0), ("long.flac", 60, 30.0), ("long.flac", 105, 30.0)]
+    assert long["quick"] == 1 and long["genre"] and long["duration"] == pytest.approx(150, abs=1)
+    assert short["quick"] == 0 and short["genre"] == "hiphop"
+    assert extraction.EXCERPT_POSITIONS == (0.2, 0.5, 0.8)
+
+
+@pytest.mark.slow
+def test_quick_judges_its_three_windows_as_one_recording_also_in_worker_processes(tmp_path, long_recording):
+    y, sr = audio.load(long_recording, sample_rate=22050)
+    with Analyzer.load(workers=2) as analyzer:
+        reports = list(analyzer.analyze_many([long_recording, CONFIDENT], quick=True))
+        quick = reports[0].prediction
+        starts = [round(segment.start * sr) for segment in quick.segments]
+        excerpts = np.concatenate([y[s: s + 30 * sr] for s in starts])
+        expected = analyzer.analyze(excerpts, sample_rate=sr).prediction.probabilities
+    assert [s / sr for s in starts] == pytest.approx([15, 60, 105], abs=0.5)
+    assert quick.probabilities == pytest.approx(expected, abs=1e-4)
+    assert quick.duration == pytest.approx(len(y) / sr) and len(quick.segments) == 3
+    assert reports[1].prediction.genre == "hiphop"
+
+
+@pytest.mark.slow
+def test_a_full_scan_replaces_quick_answers_and_a_quick_scan_keeps_full_ones(tmp_path, long_recording, analysed):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    shutil.copyfile(long_recording, lib / "long.flac")
+    with Analyzer.load(workers=1) as analyzer, ResultStore(tmp_path / "r.sqlite") as store:
+        scan(lib, analyzer, store, quick=True)
+        assert store.get(str(lib / "long.flac"))["quick"] == 1
+        assert scan(lib, analyzer, store, quick=True).unchanged == 1
+        assert scan(lib, analyzer, store).analysed == 1  # the whole file now
+        assert store.get(str(lib / "long.flac"))["quick"] == 0
+        assert scan(lib, analyzer, store, quick=True).unchanged == 1  # a whole answer serves a quick scan
+        shutil.copyfile(lib / "long.flac", lib / "copy.flac")
+        assert scan(lib, analyzer, store, quick=True).moved == 1
+    assert len(analysed) == 2
+
+
+def test_a_store_from_before_the_quick_column_is_upgraded_in_place(tmp_path):
+    db = tmp_path / "old.sqlite"
+    with sqlite3.connect(db) as c:
+        c.execute("CREATE TABLE results (path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, "
+                  "sha256 TEXT, genre TEXT, confidence REAL, top TEXT, probabilities TEXT, model_name TEXT, "
+                  "model_version TEXT, duration REAL, error TEXT, previous_genre TEXT, "
+                  "tags_written INTEGER NOT NULL DEFAULT 0)")
+        c.execute("INSERT INTO results (path, size, mtime_ns, genre) VALUES ('/x.flac', 1, 2, 'rock')")
+    c.close()
+    with ResultStore(db) as store:
+        assert store.get("/x.flac")["quick"] == 0 and store.get("/x.flac")["genre"] == "rock"
 
 
 def _encoded(folder: Path) -> dict[str, Path]:
@@ -231,36 +298,69 @@ def test_write_tags_and_undo_in_four_formats(tmp_path, capsys):
         assert np.array_equal(audio.load(f)[0], samples[k]), k
 
 
-@pytest.mark.slow
-def test_a_file_that_cannot_be_written_is_reported(tmp_path, capsys):
-    lib = tmp_path / "lib"
+def test_files_that_must_not_be_replaced_are_reported_and_the_rest_written(tmp_path, capsys):
+    """Also as root: a read-only file, a hard-linked one and a vanished one are reported; a link keeps pointing."""
+    lib, elsewhere = tmp_path / "lib", tmp_path / "elsewhere"
     lib.mkdir()
-    shutil.copyfile(CONFIDENT, lib / "a.flac")
-    db = str(tmp_path / "r.sqlite")
-    assert main(["scan", str(lib), "--results", db, "--workers", "1", "-q"]) == 0
-    os.chmod(lib, 0o555)
-    try:
-        if os.access(lib, os.W_OK):
-            pytest.skip("running as root: a read-only folder is still writable")
-        capsys.readouterr()
-        assert main(["scan", "--results", db, "--write-tags", "--min-confidence", "0", "--apply", "-q"]) == 2
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and "a.flac" in err[0]
-    finally:
-        os.chmod(lib, 0o755)
-    assert "genre" not in _tags(lib / "a.flac")
+    elsewhere.mkdir()
+    names = ("plain", "readonly", "hardlinked", "vanished", "target")
+    for name in names:
+        shutil.copyfile(CONFIDENT, (elsewhere if name == "target" else lib) / f"{name}.flac")
+    os.chmod(lib / "readonly.flac", 0o444)
+    os.link(lib / "hardlinked.flac", elsewhere / "other-name.flac")
+    os.symlink(elsewhere / "target.flac", lib / "link.flac")
+    os.chown(lib / "plain.flac", 1234, 1234)
+    before = {n: (lib / f"{n}.flac").read_bytes() for n in ("readonly", "hardlinked")}
+    db = tmp_path / "r.sqlite"
+    _stored(db, *(lib / f"{n}.flac" for n in ("plain", "readonly", "hardlinked", "vanished", "link")))
+    (lib / "vanished.flac").unlink()
+    capsys.readouterr()
+    assert main(["scan", "--results", str(db), "--write-tags", "--min-confidence", "0", "-q"]) == 2  # dry run
+    dry = capsys.readouterr()
+    assert "plain.flac: (none) -> Rock" in dry.out and "link.flac: (none) -> Rock" in dry.out
+    assert len(dry.err.strip().splitlines()) == 3
+    assert main(["scan", "--results", str(db), "--write-tags", "--min-confidence", "0", "--apply", "-q"]) == 2
+    out, err = capsys.readouterr()
+    problems = sorted(err.strip().splitlines())
+    assert len(problems) == 3 and all(line.count("\n") == 0 for line in problems)
+    assert "hardlinked.flac: the file has 1 other hard link(s)" in problems[0]
+    assert "readonly.flac: the file is read-only" in problems[1]
+    assert "vanished.flac" in problems[2] and "No such file" in problems[2]
+    assert _tags(lib / "plain.flac")["genre"] == ["Rock"] and os.stat(lib / "plain.flac").st_uid == 1234
+    assert (lib / "link.flac").is_symlink() and _tags(elsewhere / "target.flac")["genre"] == ["Rock"]
+    assert {n: (lib / f"{n}.flac").read_bytes() for n in before} == before
+    assert os.stat(elsewhere / "other-name.flac").st_nlink == 2
+    assert sorted(p.name for p in lib.iterdir()) == ["hardlinked.flac", "link.flac", "plain.flac", "readonly.flac"]
 
 
 @pytest.mark.slow
-def test_beets_plugin_names_genres(tmp_path):
+def test_a_file_that_vanishes_during_a_scan_is_reported_and_the_rest_stored(tmp_path):
+    lib = library(tmp_path / "lib", 3)
+    first, second, third = sorted(lib.iterdir())
+    settled = []
+
+    def remove_the_second(path: str, what: str) -> None:
+        settled.append((Path(path).name, what))
+        if len(settled) == 1:
+            second.unlink()
+
+    with Analyzer.load(workers=1) as analyzer, ResultStore(tmp_path / "r.sqlite") as store:
+        summary = scan(lib, analyzer, store, batch=1, on_file=remove_the_second)
+        stored = {Path(r["path"]).name for r in store.rows()}
+    assert settled == [(first.name, "analysed"), (second.name, "failed"), (third.name, "analysed")]
+    assert summary.failed == 1 and len(summary.errors) == 1 and second.name in summary.errors[0]
+    assert stored == {first.name, third.name}
+
+
+def _beets(tmp_path: Path, options: str):
+    """``beet`` with a temporary library and config (the genreid plugin with ``options``, no autotagger)."""
     if shutil.which("beet") is None:
         pytest.skip("beets is not installed (pip install beets)")
-    lib = library(tmp_path / "music", 3)
     config = tmp_path / "beets"
     config.mkdir()
     (config / "config.yaml").write_text(
         f"directory: {tmp_path / 'lib'}\nlibrary: {tmp_path / 'library.db'}\nplugins: genreid\n"
-        "import: {autotag: no, copy: no, write: no}\ngenreid: {workers: 1}\n")
+        f"import: {{autotag: no, copy: no, write: no}}\ngenreid: {{workers: 1, {options}}}\n")
     env = {**os.environ, "BEETSDIR": str(config),
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 
@@ -269,13 +369,36 @@ def test_beets_plugin_names_genres(tmp_path):
         assert done.returncode == 0, done.stderr
         return done.stdout
 
+    return beet
+
+
+def _genres_and_confidences(beet) -> list[tuple[str, float]]:
+    lines = beet("ls", "-f", "$genre $genreid_confidence").splitlines()
+    return [(line.split()[0], float(line.split()[1])) for line in lines]
+
+
+@pytest.mark.slow
+def test_beets_plugin_names_genres(tmp_path):
+    beet = _beets(tmp_path, "auto: no")
+    lib = library(tmp_path / "music", 3)
     beet("import", "-A", "-q", str(lib))
-    assert len(beet("ls", "-f", "$title").splitlines()) == 3
+    assert beet("ls", "-f", "$genreid_confidence").split() == ["$genreid_confidence"] * 3  # auto is off: unset
+    assert "genreid" in beet("genreid", "-h")
     beet("genreid")
-    genres = beet("ls", "-f", "$genre $genreid_confidence").splitlines()
-    assert len(genres) == 3
     labels = {display_genre(g) for g in Analyzer.load().labels}
-    assert all(line.split()[0] in labels and 0 < float(line.split()[1]) <= 1 for line in genres), genres
+    genres = _genres_and_confidences(beet)
+    assert len(genres) == 3 and all(g in labels and 0 < c <= 1 for g, c in genres), genres
+
+
+@pytest.mark.slow
+def test_beets_plugin_names_genres_on_import_with_auto(tmp_path):
+    beet = _beets(tmp_path, "auto: yes")
+    music = tmp_path / "music"
+    music.mkdir()
+    shutil.copyfile(CONFIDENT, music / CONFIDENT.name)
+    beet("import", "-A", "-q", str(music))
+    [(genre, confidence)] = _genres_and_confidences(beet)
+    assert genre == "Hip-Hop" and confidence > 0.9
 
 
 def _stored(db: Path, *paths: Path, genre: str = "rock", tags_written: int = 0) -> None:
@@ -427,3 +550,19 @@ def test_unreadable_files_are_counted_as_failed_and_the_results_are_not_scanned(
         summary = lib_module.scan(lib, NoAnalyzer(), store)
     assert summary.failed == len(summary.errors) == 2, summary
     assert summary.files == 2 and "results.flac" not in str(summary.errors)
+
+
+@pytest.mark.slow
+def test_a_file_name_that_is_not_utf8_is_scanned_rescanned_and_tagged(tmp_path, capsys):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    odd = os.fsdecode(os.fsencode(lib) + b"/caf\xe9.flac")  # Latin-1, as old file systems left it
+    shutil.copyfile(CONFIDENT, odd)
+    db = str(tmp_path / "r.sqlite")
+    assert main(["scan", str(lib), "--results", db, "--workers", "1", "-q"]) == 0
+    with ResultStore(db) as store:
+        assert [r["path"] for r in store.rows()] == [odd] and store.get(odd)["genre"] == "hiphop"
+    with Analyzer.load(workers=1) as analyzer, ResultStore(db) as store:
+        assert scan(lib, analyzer, store).unchanged == 1
+    assert main(["scan", "--results", db, "--write-tags", "--apply", "-q"]) == 0
+    assert _tags(Path(odd))["genre"] == ["Hip-Hop"]

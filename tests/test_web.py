@@ -516,3 +516,27 @@ def test_worker_processes_give_the_same_answers(make_server, analyzer, metal):
     status, _, d = srv.post(b"not audio at all", ctype="audio/wav")
     assert status == 422 and d["error"].startswith("upload: ")
     assert srv.idle()
+
+
+@pytest.mark.slow
+def test_an_analysis_past_the_time_limit_is_stopped_and_frees_its_place(make_server, metal):
+    x, sr = sf.read(metal, dtype="float32")
+    srv = make_server(workers=1, processes=True, timeout_seconds=2)
+    status, _, d = srv.post(wav_bytes(np.tile(x, 16), sr), ctype="audio/wav")  # 8 minutes: far past 2 s of work
+    assert status == 504 and d == {"error": "upload: the analysis took longer than 2 s"}
+    assert srv.idle(timeout=4), "the analysis went on in its worker after the time limit"
+    status, _, d = srv.post(wav_bytes(x[: 5 * sr], sr), ctype="audio/wav")  # the same worker serves the next one
+    assert status == 200 and d["genre"]
+
+
+@pytest.mark.slow
+def test_a_killed_worker_process_is_replaced_and_the_server_goes_on(make_server, metal):
+    srv = make_server(workers=2, processes=True)
+    for pid in list(srv.service.pool._processes):  # as the out-of-memory killer would
+        os.kill(pid, signal.SIGKILL)
+    first = srv.post(metal.read_bytes(), ctype="audio/flac")
+    assert first[0] == 200 or (first[0] == 500 and first[2] == {
+        "error": "upload: the worker process analysing it stopped; try again"})
+    status, _, d = srv.post(metal.read_bytes(), ctype="audio/flac")
+    assert status == 200 and d["genre"] == "metal"
+    assert srv.idle()

@@ -70,8 +70,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     with analyzer:
         app = create_app(analyzer, max_upload_bytes=args.max_upload_mb << 20, queue_size=args.queue,
-                         timeout_seconds=args.timeout, workers=(n := default_workers(args.workers, 1 << 30)),
-                         processes=n > 1)
+                         timeout_seconds=args.timeout, workers=default_workers(args.workers, 1 << 30),
+                         processes=True)  # where the system can fork: a time limit can stop an analysis
         config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info",
                                 access_log=args.verbose, server_header=False)
         server = uvicorn.Server(config)

@@ -6,7 +6,10 @@ judged by decoding it (422 with one line for text, truncated, empty, too
 short or silent audio).  Requests are admitted up to ``workers`` running
 analyses plus ``queue_size`` waiting ones (503 with ``Retry-After`` past
 that); analyses run in a pool of ``workers`` threads or processes so the event loop
-keeps answering, each with a time limit (504).  Every response is JSON or one
+keeps answering, each with a time limit (504; in a worker process the
+analysis itself is stopped then, so it frees its place).  A worker process
+that dies (killed, out of memory) is replaced: the request it held gets a
+500, the next ones are served.  Every response is JSON or one
 of the page's three files; no response carries a traceback or a server path.
 """
 
@@ -17,9 +20,11 @@ import logging
 import os
 import re
 import shutil
+import signal
 import tempfile
 import unicodedata
 from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from importlib import resources
 from typing import Any
@@ -191,9 +196,31 @@ def _analyze(analyzer: Analyzer, path: str, size: int, name: str, folder: str) -
 _PROCESS_ANALYZER: Analyzer | None = None
 
 
-def _process_analyze(path: str, size: int, name: str, folder: str) -> dict[str, Any] | tuple[int, str]:
+class _TimeLimit(BaseException):
+    """Raised in a worker process by its alarm: a BaseException, so no ``except Exception`` on the way keeps it."""
+
+
+def _time_limit(signum: int, frame: Any) -> None:
+    raise _TimeLimit
+
+
+def _process_analyze(path: str, size: int, name: str, folder: str,
+                     timeout: float) -> dict[str, Any] | tuple[int, str]:
+    """:func:`_analyze` in a worker process, stopped by an alarm after ``timeout`` seconds."""
     assert _PROCESS_ANALYZER is not None
-    return _analyze(_PROCESS_ANALYZER, path, size, name, folder)
+    previous = signal.signal(signal.SIGALRM, _time_limit)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        return _analyze(_PROCESS_ANALYZER, path, size, name, folder)
+    except _TimeLimit:
+        return 504, _too_long(name, timeout)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _too_long(name: str, timeout: float) -> str:
+    return f"{name}: the analysis took longer than {timeout:g} s"
 
 
 class _Service:
@@ -237,14 +264,16 @@ class _Service:
             upload = _Upload(self.folder or tempfile.gettempdir(), self.max_upload_bytes)
             await self._receive(request, upload)
             name = safe_name(upload.filename if upload.filename is not None else request.query_params.get("name"))
-            loop = asyncio.get_running_loop()
-            job = loop.run_in_executor(self.pool, *self._job(upload, name))
+            pool, job = self._submit(upload, name)
             handed_over = True
-            job.add_done_callback(lambda _f, u=upload: self._release(u))  # the file is the thread's until it ends
+            job.add_done_callback(lambda _f, u=upload: self._release(u))  # the file is the worker's until it ends
             try:
                 result = await asyncio.wait_for(asyncio.shield(job), self.timeout)
             except asyncio.TimeoutError:
-                return _error(504, f"{name}: the analysis took longer than {self.timeout:g} s")
+                return _error(504, _too_long(name, self.timeout))
+            except BrokenProcessPool:
+                self._replace_pool(pool)
+                return _error(500, f"{name}: the worker process analysing it stopped; try again")
             if isinstance(result, tuple):
                 return _error(*result)
             if top is not None:
@@ -266,11 +295,28 @@ class _Service:
                     upload.remove()
                 self.admitted -= 1
 
-    def _job(self, upload: _Upload, name: str) -> tuple[Any, ...]:
+    def _submit(self, upload: _Upload, name: str) -> tuple[Executor | None, asyncio.Future]:
+        """Hand the analysis of ``upload`` to the pool: (that pool, the job); a pool found broken is replaced first."""
         folder = self.folder or "\0"
         if self.processes:
-            return _process_analyze, upload.path, upload.size, name, folder
-        return partial(_analyze, self.analyzer), upload.path, upload.size, name, folder
+            job: tuple[Any, ...] = (_process_analyze, upload.path, upload.size, name, folder, self.timeout)
+        else:
+            job = (partial(_analyze, self.analyzer), upload.path, upload.size, name, folder)
+        loop = asyncio.get_running_loop()
+        pool = self.pool
+        try:
+            return pool, loop.run_in_executor(pool, *job)
+        except BrokenProcessPool:  # a worker died since the last request: nothing of this one was lost
+            self._replace_pool(pool)
+            return self.pool, loop.run_in_executor(self.pool, *job)
+
+    def _replace_pool(self, broken: Executor | None) -> None:
+        """Fork a new pool of worker processes in place of ``broken`` (once, however many requests saw it break)."""
+        if broken is not self.pool or not self.processes:
+            return
+        log.error("a worker process stopped; starting new ones")
+        broken.shutdown(wait=False, cancel_futures=True)
+        self.pool = forked_pool(self.workers)
 
     def _release(self, upload: _Upload) -> None:
         upload.remove()
@@ -365,7 +411,9 @@ def create_app(analyzer: Analyzer, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD
     The analyses run in ``workers`` threads, or with ``processes`` (POSIX)
     in ``workers`` processes forked with the loaded analyzer when the
     application starts: the numpy model holds Python's lock for much of its
-    work, so only processes use several cores.
+    work, so only processes use several cores.  Processes also let a time
+    limit stop an analysis and a dead worker be replaced; a thread that
+    passes the limit gets its 504 but runs to its end.
 
     The thread pool and the private temporary folder live from the
     application's startup to its shutdown (its lifespan).
