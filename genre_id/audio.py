@@ -90,6 +90,9 @@ _CHUNK_SAMPLES = 1 << 20
 #: FFmpeg demuxers the fallback may use.  Others (playlists such as HLS, which
 #: open further files or URLs; images; subtitles) are refused.
 _FFMPEG_DEMUXERS = "mov,matroska,asf,aac,ogg,mp3,wav,w64,flac,aiff,au,caf,ac3,eac3,wv,ape,tta,amr"
+#: Bytes FFmpeg may read while it looks for the audio track when opening a file: a file of zeros
+#: (or of noise) with an audio name is otherwise read to its end, however large.
+PROBE_LIMIT_BYTES = 32 << 20
 #: Demuxers whose stated duration is exact (not estimated from the bit rate),
 #: so a file decoding to clearly less is truncated.
 _EXACT_DURATION = ("mov", "matroska", "asf")
@@ -568,10 +571,14 @@ def _open_ffmpeg(fh: IO[bytes], name: str) -> _FFmpegReader | None:
         av = _import_av()
     except ImportError:
         return None
+    probe = _Bounded(fh, PROBE_LIMIT_BYTES)
     try:
         fh.seek(0)
-        container = av.open(fh, "r", container_options={"format_whitelist": _FFMPEG_DEMUXERS})
+        container = av.open(probe, "r", container_options={"format_whitelist": _FFMPEG_DEMUXERS})
     except (av.FFmpegError, *_ERRORS):
+        if probe.exceeded:
+            raise AudioError(f"{name}: not a readable audio file (no audio track found in "
+                             f"{PROBE_LIMIT_BYTES >> 20} MB of it)") from None
         try:
             fh.seek(4)
             mp4 = fh.read(4) == b"ftyp"
@@ -580,11 +587,45 @@ def _open_ffmpeg(fh: IO[bytes], name: str) -> _FFmpegReader | None:
         if mp4:  # the index of an MP4 file usually comes last: without it nothing can be found
             raise AudioError(f"{name}: file is truncated or incomplete (an MP4 file without its moov index)") from None
         return None
+    probe.limit = None  # found: the decoder reads on as far as the track goes
     try:
         return _FFmpegReader(av, container, name)
     except BaseException:
         container.close()
         raise
+
+
+class _Bounded:
+    """``fh`` for FFmpeg, refusing (OSError) to read more than ``limit`` bytes in all while ``limit`` is set.
+
+    Bytes read count, not the position: an MP4 file's index may sit at its
+    end, and FFmpeg seeks there to read it.
+    """
+
+    def __init__(self, fh: IO[bytes], limit: int | None) -> None:
+        self._fh, self.limit, self.exceeded, self.read_bytes = fh, limit, False, 0
+        if isinstance(getattr(fh, "name", None), str):
+            self.name = fh.name  # FFmpeg guesses from the extension too, as with the file itself
+
+    def read(self, n: int = -1) -> bytes:
+        if self.limit is not None:
+            room = self.limit - self.read_bytes
+            if room <= 0:
+                self.exceeded = True
+                raise OSError("read limit reached")
+            n = room if n is None or n < 0 else min(n, room)
+        data = self._fh.read(n)
+        self.read_bytes += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+    def seekable(self) -> bool:
+        return self._fh.seekable()
 
 
 @contextlib.contextmanager

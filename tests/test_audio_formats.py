@@ -372,3 +372,13 @@ def test_a_long_skip_seeks_in_the_container_and_lands_on_the_same_samples(monkey
         assert sum(decoded) < 8 * sr
     else:  # Matroska's timestamps count milliseconds: decoded to the target, sample-exact
         assert sum(decoded) > 150 * sr
+
+
+def test_a_huge_file_of_zeros_with_an_audio_name_is_refused_after_a_bounded_read(tmp_path):
+    """FFmpeg's FLAC demuxer would read all of it looking for a frame; it stops at audio.PROBE_LIMIT_BYTES."""
+    path = tmp_path / "zeros.flac"
+    with open(path, "wb") as fh:
+        fh.truncate(audio.PROBE_LIMIT_BYTES * 8)  # a hole: no disk space used
+    with pytest.raises(AudioError) as err:
+        audio.load(path)
+    assert str(err.value) == f"{path}: not a readable audio file (no audio track found in 32 MB of it)"

@@ -280,6 +280,8 @@ def test_remove_by_id_and_by_path(index: FingerprintIndex, library: Path, songs)
         index.remove(first.id)
     with pytest.raises(RecordingNotFoundError):
         index.remove(library / "nothing.wav")
+    with pytest.raises(RecordingNotFoundError, match="^99999999999999999999: no such recording"):
+        index.remove("99999999999999999999")  # past SQLite's 64-bit ids: not found, not a damaged database
     assert index.add(library / "second.flac") is True  # can come back
 
 

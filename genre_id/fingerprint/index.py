@@ -357,7 +357,8 @@ class FingerprintIndex(contextlib.AbstractContextManager):
         Raises :class:`RecordingNotFoundError` when there is none.
         """
         if _is_id(id_or_path):
-            rec = self.store.get(int(id_or_path))  # type: ignore[arg-type]
+            number = int(id_or_path)  # type: ignore[arg-type]
+            rec = self.store.get(number) if number < 1 << 63 else None  # SQLite's ids are 64-bit
         else:
             p = Path(id_or_path).expanduser()  # type: ignore[arg-type]
             rec = self.store.get_by_path(str(p.resolve()))
