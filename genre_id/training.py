@@ -226,7 +226,7 @@ def fit(
         model, x_fit, y_fit, x_val, y[val_idx], max_epochs=config.max_epochs,
         patience=config.patience, batch_size=config.batch_size, verbose=verbose, sample_weight=w_fit,
         val_sample_weight=row_weights(data.subset(val_idx), labels, class_weight=config.class_weight)
-        if set(data.y[val_idx].tolist()) == set(labels) else None,
+        if set(data.y[val_idx].tolist()) == set(labels) else None, seed=config.seed,
     )
     layers, arrays = export_layers(model)
     network = network_from_layers(layers, arrays)
@@ -244,7 +244,7 @@ def fit(
         w_all = row_weights(data, labels, class_weight=config.class_weight)
         model = network_for(data.x)
         fit_epochs(model, x_all, y_all, epochs=result["best_epoch"], batch_size=config.batch_size,
-                   sample_weight=np.tile(w_all, len(y_all) // len(w_all)), verbose=verbose)
+                   sample_weight=np.tile(w_all, len(y_all) // len(w_all)), verbose=verbose, seed=config.seed)
         layers, arrays = export_layers(model)
         network = network_from_layers(layers, arrays)
         metrics["train_accuracy_refit"] = _accuracy(network.predict_proba(data.x), y)
