@@ -275,6 +275,37 @@ def _new_pool(workers: int, *, threads: int) -> Any:
 
 def _forked_init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool
+    _drop_inherited_sockets()
+
+
+def _drop_inherited_sockets() -> None:
+    """Let go of the sockets a forked worker inherited (a server's listening socket and client connections).
+
+    A connection stays open while any process holds it: without this, a
+    connection the server closes after forking its workers is never closed
+    for the client, whose next request on it waits for ever.  Each socket's
+    descriptor is pointed at ``/dev/null`` (not closed), so a stale socket
+    object closing its number later closes nothing that matters.  The pool's
+    own channels are pipes and stay.
+    """
+    import stat
+
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:  # no /proc: try the usual range
+        fds = list(range(3, 1024))
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        for fd in fds:
+            if fd <= 2 or fd == null:
+                continue
+            try:
+                if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                    os.dup2(null, fd)
+            except OSError:
+                pass
+    finally:
+        os.close(null)
 
 
 def forked_pool(workers: int) -> Any:
@@ -285,7 +316,9 @@ def forked_pool(workers: int) -> Any:
     started before this returns, while the server has no open uploads.
     Needs the ``fork`` start method (not on Windows or macOS by default):
     :class:`ValueError` otherwise.  Workers ignore Ctrl-C; the parent stops
-    them with ``shutdown``.
+    them with ``shutdown``.  Workers hold none of this process's sockets, so
+    a server's connections close when it closes them, also when the pool is
+    forked while clients are connected.
     """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor

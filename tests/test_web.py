@@ -35,6 +35,9 @@ import uvicorn  # noqa: E402
 from genre_id.analysis import Analyzer  # noqa: E402
 from genre_id.web.app import create_app  # noqa: E402
 
+#: One test process runs them all (pytest-xdist): one browser, one analyzer.
+pytestmark = pytest.mark.xdist_group("web")
+
 REPO = Path(__file__).resolve().parents[1]
 METAL = "metal/metal.00002.flac"  # the default model names it metal (0.81)
 
@@ -422,6 +425,7 @@ def browser(fake_mic):
                 "--window-size=1280,900"):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver.set_page_load_timeout(30)  # a page that cannot load fails the test in 30 s, not after 120
     yield driver
     driver.quit()
 
@@ -540,3 +544,21 @@ def test_a_killed_worker_process_is_replaced_and_the_server_goes_on(make_server,
     status, _, d = srv.post(metal.read_bytes(), ctype="audio/flac")
     assert status == 200 and d["genre"] == "metal"
     assert srv.idle()
+
+
+def test_a_connection_the_server_closes_is_closed_although_worker_processes_were_forked_after_it(
+        server, make_server):
+    """Forked workers hold no inherited socket: else an idle keep-alive connection closed by the server stays
+    open for the client (a browser's next request on it then waits for ever)."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.request("GET", "/api/health")
+    assert conn.getresponse().read()  # the connection stays open (keep-alive)
+    make_server(workers=1, processes=True)  # forks this process, that connection included
+    conn.sock.settimeout(20)
+    started = time.monotonic()
+    try:
+        closed = conn.sock.recv(1) == b""  # uvicorn closes an idle connection after 5 s
+    except socket.timeout:
+        closed = False
+    assert closed and time.monotonic() - started < 15, "the server's close never reached the client"
+    conn.close()
