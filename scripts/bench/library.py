@@ -57,10 +57,15 @@ def write(path: Path, y: np.ndarray, sr: int) -> Path:
     if ext == "opus":
         from genre_id.audio import resample
 
-        sf.write(path, resample(y, orig_sr=sr, target_sr=48000), 48000, format="OGG", subtype="OPUS")
+        y, sr = resample(y, orig_sr=sr, target_sr=48000), 48000
+        with sf.SoundFile(path, "w", samplerate=sr, channels=1, format="OGG", subtype="OPUS") as out:
+            for start in range(0, len(y), 1 << 16):
+                out.write(y[start:start + (1 << 16)])
         return path
     kind = {"flac": ("FLAC", "PCM_16"), "ogg": ("OGG", "VORBIS"), "mp3": ("MP3", "MPEG_LAYER_III")}[ext]
-    sf.write(path, y, sr, format=kind[0], subtype=kind[1])
+    with sf.SoundFile(path, "w", samplerate=sr, channels=1, format=kind[0], subtype=kind[1]) as out:
+        for start in range(0, len(y), 1 << 16):  # in blocks: libsndfile 1.2.2 crashed on one long MP3 write
+            out.write(y[start:start + (1 << 16)])
     return path
 
 
