@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import tempfile
 from pathlib import Path
 
-import numpy as np
-import pytest
+# Numba (librosa's compiler) keeps compiled functions in a cache on disk. Test processes that run side by
+# side (the pytest-xdist workers, and the processes a test starts) must not write the same cache at once:
+# in a fresh install, where every process compiles, a spawned worker crashed (a jump to address 0) while
+# the other test process compiled the same functions. Each xdist worker gets its own cache folder, set
+# before anything imports numba; the processes a test starts inherit it.
+if os.environ.get("PYTEST_XDIST_WORKER") and "NUMBA_CACHE_DIR" not in os.environ:
+    os.environ["NUMBA_CACHE_DIR"] = os.path.join(
+        tempfile.gettempdir(), f"genre-id-tests-numba-{os.getuid()}-{os.environ['PYTEST_XDIST_WORKER']}")
 
-from genre_id.config import AnalysisConfig
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from genre_id.config import AnalysisConfig  # noqa: E402
 from shared_data import ROOT, shared_data_dir  # noqa: F401  (ROOT: the tests import it from here)
 
 SHARED_DATA = shared_data_dir()
